@@ -1,0 +1,201 @@
+"""Configuration: an optional YAML file, then environment variables over it; validated once at start.
+
+Every problem is a ConfigError whose message is one sentence naming the setting and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from ..commands.context import RESERVED_WORDS
+from ..commands.grammar import GrammarError, check_agent, parse_duration
+from ..commands.ports import CommandSettings
+
+DEFAULT_ALIASES = {"captions": "speech-processing"}
+_COMMAND = re.compile(r"/[a-z0-9_-]{1,31}")
+
+# The file's shape: section -> key -> (what it holds, for messages).
+_FILE_KEYS: dict[str, dict[str, str]] = {
+    "slack": {"command": "the slash command", "bot_token": "xoxb- token", "app_token": "xapp- token",
+              "signing_secret": "signing secret", "api_url": "Web API URL", "port": "HTTP port"},
+    "livekit": {"url": "server URL", "api_key": "API key", "api_secret": "API secret",
+                "request_timeout": "duration", "followup_timeout": "duration", "followup_interval": "duration"},
+    "audit": {"database": "file path"},
+    "agents": {"openvidu_config_dir": "folder", "aliases": "mapping alias -> agent"},
+}
+
+
+class ConfigError(Exception):
+    """A missing or wrong setting; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_command: str = "/dispatch"
+    slack_bot_token: str = field(default="", repr=False)
+    slack_app_token: str = field(default="", repr=False)
+    slack_signing_secret: str = field(default="", repr=False)
+    slack_api_url: str = "https://slack.com/api/"
+    port: int = 3000
+    livekit_url: str = "http://localhost:7880"
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = field(default="secret", repr=False)
+    request_timeout: float = 10.0
+    followup_timeout: float = 20.0
+    followup_interval: float = 1.0
+    database: str = "dispatch-audit.db"
+    openvidu_agents_dir: str = ""
+    aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+
+    def command_settings(self) -> CommandSettings:
+        return CommandSettings(
+            aliases=dict(self.aliases),
+            followup_timeout=self.followup_timeout,
+            followup_interval=self.followup_interval,
+            slash_command=self.slack_command,
+        )
+
+    def require_slack(self, http: bool) -> None:
+        """The settings `serve` needs; raises ConfigError naming the first one missing."""
+        if not self.slack_bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN is not set: give the bot token (xoxb-…) from the Slack app's "
+                              "OAuth & Permissions page.")
+        if not self.slack_bot_token.startswith("xoxb-"):
+            raise ConfigError("SLACK_BOT_TOKEN does not start with xoxb-: use the Bot User OAuth Token, "
+                              "not a user or app token.")
+        if http:
+            if not self.slack_signing_secret:
+                raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode needs the signing secret from the "
+                                  "Slack app's Basic Information page (or set SLACK_APP_TOKEN for Socket Mode).")
+        elif not self.slack_app_token.startswith("xapp-"):
+            raise ConfigError("SLACK_APP_TOKEN does not start with xapp-: create an app-level token with the "
+                              "connections:write scope.")
+
+
+def _section(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: `{name}` must be a mapping of settings.")
+    for key in value:
+        if key not in _FILE_KEYS[name]:
+            known = ", ".join(_FILE_KEYS[name])
+            raise ConfigError(f"{source}: `{name}.{key}` is not a setting; the {name} settings are {known}.")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{where} must be a string.")
+    return str(value)
+
+
+def _seconds(value: Any, where: str, *, minimum: float = 0.0) -> float:
+    try:
+        seconds = parse_duration(str(value))
+    except GrammarError:
+        raise ConfigError(f"{where} is {value!r}; write a duration like 500ms, 10s or 2m.") from None
+    if seconds <= minimum:
+        raise ConfigError(f"{where} must be longer than {minimum:g} s.")
+    return seconds
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"The config file {path} does not exist: fix --config or DISPATCH_BOT_CONFIG.") from None
+    except OSError as exc:
+        raise ConfigError(f"The config file {path} cannot be read ({exc.strerror}).") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"The config file {path} is not valid YAML{where}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"The config file {path} must hold a mapping (slack:, livekit:, audit:, agents:).")
+    for key in data:
+        if key not in _FILE_KEYS:
+            raise ConfigError(f"{path}: `{key}` is not a section; the sections are {', '.join(_FILE_KEYS)}.")
+    return data
+
+
+def load_settings(config_path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    config_path = config_path or env.get("DISPATCH_BOT_CONFIG") or None
+    data = load_file(config_path) if config_path else {}
+    source = str(config_path)
+    slack = _section(data, "slack", source)
+    livekit = _section(data, "livekit", source)
+    audit = _section(data, "audit", source)
+    agents = _section(data, "agents", source)
+
+    def pick(env_name: str | None, section: dict[str, Any], key: str, default: str) -> str:
+        if env_name and env.get(env_name):
+            return env[env_name]
+        value = _str(section.get(key), f"{source}: `{key}`")
+        return value or default
+
+    command = pick(None, slack, "command", "/dispatch")
+    if not _COMMAND.fullmatch(command):
+        raise ConfigError(f"slack.command is {command!r}; a Slack command is / followed by up to 31 lowercase "
+                          "letters, digits, - or _.")
+    api_url = pick("SLACK_API_URL", slack, "api_url", "https://slack.com/api/")
+    if urlsplit(api_url).scheme not in ("http", "https"):
+        raise ConfigError(f"SLACK_API_URL is {api_url!r}; it must be an http(s) URL like https://slack.com/api/.")
+    port_text = pick("PORT", slack, "port", "3000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"PORT is {port_text!r}; it must be a number from 1 to 65535.")
+    livekit_url = pick("LIVEKIT_URL", livekit, "url", "http://localhost:7880")
+    parts = urlsplit(livekit_url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ConfigError(f"LIVEKIT_URL is {livekit_url!r}; it must be a URL like http://localhost:7880 or "
+                          "wss://openvidu.example.com.")
+    api_key = pick("LIVEKIT_API_KEY", livekit, "api_key", "devkey")
+    api_secret = pick("LIVEKIT_API_SECRET", livekit, "api_secret", "secret")
+
+    aliases = dict(DEFAULT_ALIASES)
+    raw_aliases = agents.get("aliases") or {}
+    if not isinstance(raw_aliases, dict):
+        raise ConfigError(f"{source}: `agents.aliases` must map an alias to an agent name.")
+    for alias, target in raw_aliases.items():
+        alias, target = str(alias), _str(target, f"agents.aliases.{alias}")
+        for name in (alias, target):
+            try:
+                check_agent(name)
+            except GrammarError as exc:
+                raise ConfigError(f"agents.aliases: {name!r} is not a valid name. {exc}") from None
+        if alias.lower() in RESERVED_WORDS:
+            raise ConfigError(f"agents.aliases: {alias!r} is a subcommand word; pick another alias.")
+        aliases[alias] = target
+
+    return Settings(
+        slack_command=command,
+        slack_bot_token=pick("SLACK_BOT_TOKEN", slack, "bot_token", ""),
+        slack_app_token=pick("SLACK_APP_TOKEN", slack, "app_token", ""),
+        slack_signing_secret=pick("SLACK_SIGNING_SECRET", slack, "signing_secret", ""),
+        slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
+        port=int(port_text),
+        livekit_url=livekit_url,
+        livekit_api_key=api_key,
+        livekit_api_secret=api_secret,
+        request_timeout=_seconds(livekit.get("request_timeout", "10s"), "livekit.request_timeout"),
+        followup_timeout=_seconds(livekit.get("followup_timeout", "20s"), "livekit.followup_timeout"),
+        followup_interval=_seconds(livekit.get("followup_interval", "1s"), "livekit.followup_interval"),
+        database=pick("DISPATCH_BOT_DB", audit, "database", "dispatch-audit.db"),
+        openvidu_agents_dir=pick("OPENVIDU_AGENTS_DIR", agents, "openvidu_config_dir", ""),
+        aliases=aliases,
+    )

@@ -1,0 +1,54 @@
+"""The same grammar from a terminal: `dispatch-bot console` and `dispatch-bot console -c TEXT`."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from typing import TextIO
+
+from ..commands.ports import Actor
+from ..commands.reply import Reply
+from .render import to_text
+from .runtime import Runtime
+
+PROMPT = "dispatch> "
+
+
+def cli_actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return Actor(source="cli", user_id=f"cli:{user}", user_name=f"cli:{user}")
+
+
+async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:
+    reply = await runtime.runner.execute(runtime.context(cli_actor()), text)
+    print(to_text(reply), file=out, flush=True)
+    if reply.followup is not None:
+        first, reply = reply, await reply.followup()
+        # The follow-up repeats the first lines (in Slack it replaces the message); a terminal shows the news.
+        print("\n".join(line.plain() for line in reply.lines if line not in first.lines), file=out, flush=True)
+    return reply
+
+
+async def interactive(runtime: Runtime, out: TextIO) -> int:
+    print("dispatch-bot console: type a command (help lists them), or quit.", file=out, flush=True)
+    while True:
+        try:
+            line = await asyncio.to_thread(input, PROMPT)
+        except EOFError:
+            print(file=out)
+            return 0
+        if line.strip() in ("quit", "exit"):
+            return 0
+        if line.strip():
+            await run_once(runtime, line, out)
+
+
+async def console(runtime: Runtime, command: str | None, out: TextIO = sys.stdout) -> int:
+    if command is None:
+        return await interactive(runtime, out)
+    reply = await run_once(runtime, command, out)
+    return 0 if reply.succeeded else 1

@@ -1,0 +1,162 @@
+"""The only module that speaks to LiveKit: livekit-api calls in, our small dataclasses and one error type out."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from livekit import api
+from livekit.protocol.agent import JobStatus
+
+from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, RoomInfo
+
+T = TypeVar("T")
+
+# LiveKit's dev secret ("secret") is short; PyJWT would warn on every call. `dispatch-bot check` says so instead.
+warnings.filterwarnings("ignore", message=".*HMAC key.*", category=UserWarning)
+
+_JOB_STATUS = {
+    JobStatus.JS_PENDING: "pending",
+    JobStatus.JS_RUNNING: "running",
+    JobStatus.JS_SUCCESS: "success",
+    JobStatus.JS_FAILED: "failed",
+}
+_TWIRP_PREFIX = "twirp error unknown: "
+
+
+def _ns_to_datetime(ns: int) -> datetime | None:
+    return datetime.fromtimestamp(ns / 1e9, UTC) if ns else None
+
+
+def _dispatch(d: api.AgentDispatch) -> DispatchInfo:
+    jobs = tuple(
+        JobInfo(
+            id=job.id,
+            status=_JOB_STATUS.get(job.state.status, "cancelled"),  # type: ignore[arg-type]
+            participant_identity=job.state.participant_identity,
+            error=job.state.error,
+        )
+        for job in d.state.jobs
+    )
+    return DispatchInfo(
+        id=d.id, agent_name=d.agent_name, room=d.room, metadata=d.metadata,
+        created_at=_ns_to_datetime(d.state.created_at), jobs=jobs,
+    )
+
+
+def public_url(url: str) -> str:
+    """The server URL without any credentials that may sit in its userinfo."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+class LiveKitGateway:
+    """Typed calls to one LiveKit server; every failure becomes a BackendError with one clear sentence."""
+
+    def __init__(self, url: str, api_key: str, api_secret: str, *, timeout: float = 10.0) -> None:
+        self.url = public_url(url)
+        self._server_url = url
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self._timeout = timeout
+        self._api: api.LiveKitAPI | None = None
+
+    def _client(self) -> api.LiveKitAPI:
+        # LiveKitAPI opens an aiohttp session, so it is made on first use inside the running loop.
+        if self._api is None:
+            self._api = api.LiveKitAPI(
+                self._server_url, self._api_key, self._api_secret,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+        return self._api
+
+    async def aclose(self) -> None:
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+
+    async def get_room(self, room: str) -> RoomInfo | None:
+        response = await self._call(self._client().room.list_rooms(api.ListRoomsRequest(names=[room])), room)
+        for r in response.rooms:
+            if r.name == room:
+                created = (
+                    datetime.fromtimestamp(r.creation_time_ms / 1000, UTC) if r.creation_time_ms
+                    else datetime.fromtimestamp(r.creation_time, UTC) if r.creation_time else None
+                )
+                return RoomInfo(name=r.name, created_at=created, num_participants=r.num_participants,
+                                empty_timeout=r.empty_timeout)
+        return None
+
+    async def list_dispatches(self, room: str) -> list[DispatchInfo]:
+        found = await self._call(self._client().agent_dispatch.list_dispatch(room), room)
+        return [_dispatch(d) for d in found]
+
+    async def get_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo | None:
+        found = await self._call(self._client().agent_dispatch.get_dispatch(dispatch_id, room), room)
+        return _dispatch(found) if found is not None else None
+
+    async def create_dispatch(self, agent_name: str, room: str, metadata: str) -> DispatchInfo:
+        request = api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+        return _dispatch(await self._call(self._client().agent_dispatch.create_dispatch(request), room))
+
+    async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo:
+        return _dispatch(await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room))
+
+    async def _call(self, call: Awaitable[T], room: str) -> T:
+        try:
+            # livekit-api 1.2.2 passes timeout=None per request, which disables the session's timeout: bound it here.
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except api.ServerError as exc:
+            raise self._server_error(exc, room) from None
+        except TimeoutError:
+            raise BackendError(
+                "timeout", f"The LiveKit server at {self.url} did not answer within {self._timeout:g} s."
+            ) from None
+        except aiohttp.ClientConnectorError:
+            raise BackendError(
+                "unreachable",
+                f"Cannot reach the LiveKit server at {self.url}. Is it running, and is LIVEKIT_URL right?",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(
+                "unreachable", f"The connection to the LiveKit server at {self.url} failed ({type(exc).__name__})."
+            ) from None
+        except asyncio.CancelledError:
+            raise
+
+    def _server_error(self, exc: api.ServerError, room: str) -> BackendError:
+        message = (exc.message or "").removeprefix(_TWIRP_PREFIX)[:200]
+        status, code = exc.status, exc.code
+        kind: ErrorKind
+        if status == 401 and code == "unknown":
+            # The plain-text 401: the signature or key did not verify.
+            kind, sentence = "auth", (
+                "LiveKit rejected the bot's credentials: LIVEKIT_API_KEY or LIVEKIT_API_SECRET does not match "
+                "the server's."
+            )
+        elif code in ("unauthenticated", "permission_denied"):
+            kind, sentence = "permission", (
+                f"LiveKit denied permission for room {room}: the API key needs admin rights on that server."
+            )
+        elif code == "unavailable" or status == 503:
+            kind, sentence = "not_running", f"Room {room} is not running (LiveKit: no server holds it)."
+        elif code == "not_found" or status == 404:
+            kind, sentence = "not_found", f"LiveKit found no such thing in room {room}: {message or 'not found'}."
+        elif code in ("invalid_argument", "malformed", "out_of_range") or status == 400:
+            kind, sentence = "invalid", f"LiveKit refused the request: {message or code}."
+        elif code == "resource_exhausted" or status == 429:
+            kind, sentence = "limit", f"LiveKit is over a limit and refused the request: {message or code}."
+        else:
+            kind, sentence = "server", (
+                f"The LiveKit server failed with HTTP {status} ({code}): {message or 'no message'}."
+            )
+        return BackendError(kind, sentence)

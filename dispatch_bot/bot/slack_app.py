@@ -1,0 +1,177 @@
+"""The Slack edge: Bolt listeners, delivery of replies, the HTTP endpoint and Socket Mode.
+
+Slack payload -> Actor + text -> CommandRunner -> Reply -> Block Kit. Nothing here decides what a command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..commands.grammar import shorten
+from ..commands.ports import Actor
+from ..commands.reply import Reply
+from .render import escape_mrkdwn, to_slack
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# chat.postMessage errors after which the reply goes through response_url instead (private channels, DMs).
+_POST_FALLBACK_ERRORS = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
+
+
+def slack_unescape(value: str) -> str:
+    """Slack sends &, < and > in command text as HTML entities."""
+    return value.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+class _Delivered:
+    """Where a reply went, so a follow-up can replace it."""
+
+    def __init__(self, channel: str = "", ts: str = "") -> None:
+        self.channel = channel
+        self.ts = ts
+
+
+class SlackTransport:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self.client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+        self.app = AsyncApp(
+            # Bolt gets a client without a token (authorize supplies it per request); ours posts messages.
+            client=AsyncWebClient(base_url=settings.slack_api_url),
+            signing_secret=settings.slack_signing_secret,
+            authorize=self._authorizer(),
+            logger=logging.getLogger("dispatch_bot.slack_bolt"),
+        )
+        self.app.command(settings.slack_command)(self._on_command)
+        self.app.action("dispatch_stop")(self._on_button)
+        self.app.action("dispatch_refresh")(self._on_button)
+        self.followups: set[asyncio.Task[None]] = set()
+
+    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
+        token = self.runtime.settings.slack_bot_token
+
+        # A single-workspace bot: no auth.test round trip stands between a request and its ack.
+        async def authorize(**_: Any) -> AuthorizeResult:
+            return AuthorizeResult(enterprise_id=None, team_id=None, bot_token=token)
+
+        return authorize
+
+    # --- listeners ---------------------------------------------------------------------------------------
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        text = slack_unescape(command.get("text") or "")
+        await ack(response_type="ephemeral",
+                  text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`")
+        actor = Actor(
+            source="slack",
+            user_id=command.get("user_id", ""),
+            user_name=command.get("user_name", ""),
+            team_id=command.get("team_id", ""),
+            channel_id=command.get("channel_id", ""),
+            channel_name=command.get("channel_name", ""),
+        )
+        await self._run(actor, text, respond)
+
+    async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                         respond: AsyncRespond) -> None:
+        await ack()
+        user = body.get("user") or {}
+        actor = Actor(
+            source="slack",
+            user_id=user.get("id", ""),
+            user_name=user.get("username") or user.get("name", ""),
+            team_id=(body.get("team") or {}).get("id", ""),
+            channel_id=(body.get("channel") or {}).get("id", ""),
+            channel_name=(body.get("channel") or {}).get("name", ""),
+        )
+        # The button carries a command; running it as the presser re-checks everything for that person.
+        await self._run(actor, str(action.get("value", "")), respond)
+
+    async def _run(self, actor: Actor, text: str, respond: AsyncRespond) -> None:
+        reply = await self.runtime.runner.execute(self.runtime.context(actor), text)
+        where = await self._deliver(reply, actor, respond)
+        if reply.followup is not None:
+            task = asyncio.create_task(self._follow_up(reply, actor, respond, where))
+            self.followups.add(task)
+            task.add_done_callback(self.followups.discard)
+
+    async def _follow_up(self, first: Reply, actor: Actor, respond: AsyncRespond, where: _Delivered | None) -> None:
+        assert first.followup is not None
+        reply = await first.followup()
+        text, blocks = to_slack(reply)
+        try:
+            if where is not None and where.ts:
+                await self.client.chat_update(channel=where.channel, ts=where.ts, text=text, blocks=blocks)
+            else:
+                await respond(text=text, blocks=blocks, response_type=reply.visibility, replace_original=True)
+        except Exception as exc:  # Slack down: the audit row is already written
+            log.warning("could not update the reply in Slack: %s", _why(exc))
+
+    # --- delivery ----------------------------------------------------------------------------------------
+
+    async def _deliver(self, reply: Reply, actor: Actor, respond: AsyncRespond) -> _Delivered | None:
+        text, blocks = to_slack(reply)
+        try:
+            if reply.visibility == "in_channel" and actor.channel_id:
+                try:
+                    posted = await self.client.chat_postMessage(
+                        channel=actor.channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+                    )
+                    return _Delivered(str(posted.get("channel", actor.channel_id)), str(posted.get("ts", "")))
+                except SlackApiError as exc:
+                    if exc.response.get("error") not in _POST_FALLBACK_ERRORS:
+                        raise
+            await respond(text=text, blocks=blocks, response_type=reply.visibility, replace_original=False)
+        except Exception as exc:  # Slack down: the audit row is already written
+            log.warning("could not deliver the reply to Slack: %s", _why(exc))
+            return None
+        return _Delivered()
+
+    # --- servers -----------------------------------------------------------------------------------------
+
+    def web_app(self) -> web.Application:
+        """POST /slack/events (signed requests only) and GET /healthz."""
+
+        async def events(request: web.Request) -> web.Response:
+            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(bolt_response)
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        application = web.Application()
+        application.router.add_post("/slack/events", events)
+        application.router.add_get("/healthz", healthz)
+        return application
+
+    def socket_mode_handler(self) -> AsyncSocketModeHandler:
+        settings = self.runtime.settings
+        return AsyncSocketModeHandler(
+            self.app, settings.slack_app_token, web_client=AsyncWebClient(base_url=settings.slack_api_url)
+        )
+
+    async def drain(self) -> None:
+        """Wait for follow-ups still running (at shutdown, and in tests)."""
+        while self.followups:
+            await asyncio.gather(*list(self.followups), return_exceptions=True)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error", "error"))
+    return type(exc).__name__

@@ -1,0 +1,35 @@
+"""The subcommands, in the order help lists them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from . import dispatch, help, list, stop
+from .context import CommandContext
+from .reply import Reply
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    summary: str
+    details: tuple[str, ...]
+    flags: dict[str, bool]
+    run: Callable[[CommandContext, list[str]], Awaitable[Reply]]
+
+
+def _command(module: ModuleType) -> Command:
+    return Command(
+        name=module.NAME,
+        usage=module.USAGE,
+        summary=module.SUMMARY,
+        details=tuple(getattr(module, "DETAILS", ())),
+        flags=module.FLAGS,
+        run=module.run,
+    )
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in map(_command, (dispatch, list, stop, help))}

@@ -1,0 +1,87 @@
+"""A Reply is plain data: what to tell the user, how visible, and what to write in the audit log.
+
+The Slack app renders it to Block Kit and the console renders it to text; neither decides what it says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Visibility = Literal["ephemeral", "in_channel"]
+Outcome = Literal["ok", "noop", "denied", "invalid", "error"]
+
+# A * or _ at a word edge is our bold/italic markup; inside a word (load_threshold) it is text.
+_MARKUP = re.compile(r"(?<!\w)[*_]|[*_](?!\w)")
+_EMOJI = re.compile(r"^:[a-z_]+: ")
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A person, shown as a Slack mention in Slack and by name elsewhere."""
+
+    user_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Text:
+    """Our own template (may use *bold* and `code`) with user-supplied values kept apart.
+
+    Values are escaped by the renderer for its medium, so nothing a user typed can become markup.
+    """
+
+    template: str
+    values: Mapping[str, str | Mention] = field(default_factory=dict)
+
+    def render(self, escape: Callable[[str], str], mention: Callable[[Mention], str]) -> str:
+        return self.template.format(
+            **{k: mention(v) if isinstance(v, Mention) else escape(v) for k, v in self.values.items()}
+        )
+
+    def plain(self) -> str:
+        """The text for a terminal or a log: our markup dropped, values as typed."""
+        return _MARKUP.sub("", _EMOJI.sub("", self.template)).format(
+            **{k: v.name if isinstance(v, Mention) else v for k, v in self.values.items()}
+        )
+
+
+def text(template: str, **values: str | Mention) -> Text:
+    return Text(template, values)
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button that runs a command as the person who presses it."""
+
+    action_id: str
+    label: str
+    command: str
+    style: Literal["primary", "danger"] | None = None
+    confirm: Text | None = None
+
+
+@dataclass
+class Reply:
+    """What one command produced: the message and the facts its audit row records."""
+
+    outcome: Outcome
+    lines: list[Text]
+    visibility: Visibility = "ephemeral"
+    action: str = ""
+    agent: str = ""
+    room: str = ""
+    dispatch_id: str = ""
+    detail: str = ""
+    buttons: list[Button] = field(default_factory=list)
+    # Runs after the reply is shown; returns the updated reply (already audited).
+    followup: Callable[[], Awaitable[Reply]] | None = None
+
+    def plain(self) -> str:
+        return "\n".join(line.plain() for line in self.lines)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in ("ok", "noop")

@@ -1,0 +1,122 @@
+"""One command from text to Reply: parse, route, run, audit. The same path for Slack and the console."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import replace
+
+from . import messages
+from .context import RESERVED_WORDS, CommandContext, UsageError
+from .grammar import GrammarError, closest, tokenize
+from .ports import AuditError, AuditRecord, AuditSink, BackendError
+from .registry import COMMANDS, Command
+from .reply import Reply
+
+log = logging.getLogger(__name__)
+
+MAX_RAW_TEXT = 2000
+
+
+def route(tokens: list[str], ctx: CommandContext) -> tuple[Command, list[str]]:
+    """The subcommand the tokens name, and its arguments; anything else is a dispatch."""
+    word = tokens[0].lower()
+    if word in COMMANDS:
+        return COMMANDS[word], tokens[1:]
+    if word in RESERVED_WORDS:
+        raise GrammarError(messages.not_available(word))
+    if tokens[0] not in ctx.known_agents():
+        near = closest(word, [*COMMANDS, *RESERVED_WORDS], cutoff=0.75)
+        if near and near != "dispatch":
+            raise GrammarError(messages.unknown_subcommand(tokens[0], near))
+    return COMMANDS["dispatch"], tokens
+
+
+def _closest_command(tokens: list[str], ctx: CommandContext) -> Command:
+    if not tokens:
+        return COMMANDS["dispatch"]
+    word = tokens[0].lower()
+    if word in COMMANDS:
+        return COMMANDS[word]
+    near = closest(word, COMMANDS, cutoff=0.75)
+    return COMMANDS[near] if near else COMMANDS["dispatch"]
+
+
+def _invalid(ctx: CommandContext, sentence: str, command: Command | None) -> Reply:
+    lines = [messages.invalid(sentence)]
+    if command is not None:
+        lines.append(messages.usage(ctx.settings.slash_command, command.usage))
+    lines.append(messages.more_help(ctx.settings.slash_command))
+    return Reply("invalid", lines, action=command.name if command else "", detail=sentence)
+
+
+class CommandRunner:
+    """Runs commands for one deployment; every command, whatever its outcome, leaves one audit row."""
+
+    def __init__(self, audit: AuditSink) -> None:
+        self.audit = audit
+
+    async def execute(self, ctx: CommandContext, raw_text: str) -> Reply:
+        started = time.monotonic()
+        raw = raw_text.strip()
+        tokens: list[str] = []
+        try:
+            tokens = tokenize(raw)
+            if not tokens:
+                raise GrammarError(messages.nothing_given())
+            command, args = route(tokens, ctx)
+            try:
+                reply = await command.run(ctx, args)
+            except UsageError as exc:
+                reply = _invalid(ctx, str(exc), command)
+        except GrammarError as exc:
+            reply = _invalid(ctx, str(exc), _closest_command(tokens, ctx))
+        except BackendError as exc:
+            reply = Reply("error", [messages.backend_error(exc.sentence)], detail=exc.sentence,
+                          action=_closest_command(tokens, ctx).name, agent=ctx.facts.get("agent", ""),
+                          room=ctx.facts.get("room", ""), dispatch_id=ctx.facts.get("dispatch_id", ""))
+        except Exception:
+            ref = secrets.token_hex(4)
+            log.exception("command failed (reference %s)", ref)
+            reply = Reply("error", [messages.internal_error(ref)], detail=f"internal error, reference {ref}")
+        await self._record(ctx, raw, reply, started)
+        if reply.followup is not None:
+            reply.followup = self._audited_followup(ctx, raw, reply)
+        return reply
+
+    def _audited_followup(self, ctx: CommandContext, raw: str, first: Reply):  # type: ignore[no-untyped-def]
+        followup = first.followup
+        assert followup is not None
+
+        async def run() -> Reply:
+            started = time.monotonic()
+            try:
+                reply = await followup()
+            except Exception:
+                ref = secrets.token_hex(4)
+                log.exception("follow-up failed (reference %s)", ref)
+                reply = replace(first, outcome="error", lines=[*first.lines, messages.internal_error(ref)],
+                                followup=None, detail=f"internal error, reference {ref}")
+            await self._record(ctx, raw, reply, started)
+            return reply
+
+        return run
+
+    async def _record(self, ctx: CommandContext, raw: str, reply: Reply, started: float) -> None:
+        entry = AuditRecord(
+            actor=ctx.actor,
+            raw_text=raw[:MAX_RAW_TEXT],
+            action=reply.action or "unknown",
+            outcome=reply.outcome,
+            agent=reply.agent,
+            room=reply.room,
+            dispatch_id=reply.dispatch_id,
+            detail=reply.detail,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        try:
+            await self.audit.record(entry)
+        except AuditError as exc:
+            log.error("audit write failed: %s", exc)
+            reply.lines.append(messages.audit_failed(str(exc)))
