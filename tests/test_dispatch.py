@@ -1,0 +1,215 @@
+"""`/dispatch <agent> <room>` end to end: signed request in, real livekit-api out, SQLite audit, Slack messages."""
+
+from __future__ import annotations
+
+import asyncio
+
+from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+
+from tests.conftest import BotUnderTest, all_text
+from tests.fakes.livekit_server import FakeLiveKit
+from tests.fakes.slack_server import FakeSlack
+
+
+def created(livekit: FakeLiveKit) -> list[CreateAgentDispatchRequest]:
+    return livekit.calls("CreateDispatch")  # type: ignore[return-value]
+
+
+async def test_dispatch_by_alias_posts_in_channel_and_follows_up_when_the_agent_joins(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+
+    result = await bot.command("captions my-room")
+    assert result.status == 200
+    assert "captions my-room" in result.body  # the ack, at once
+
+    post = await slack.wait_for_web_call("chat.postMessage")
+    text = all_text(post.params)
+    assert post.params["channel"] == "C123"
+    assert "<@U123> sent *speech-processing* (captions) into *my-room*" in text
+    [request] = created(livekit)
+    assert (request.agent_name, request.room, request.metadata) == ("speech-processing", "my-room", "")
+    dispatch_id = livekit.dispatches("my-room")[-1].id
+    assert f"`{dispatch_id}`" in text
+    assert "Waiting up to 0.4 s" in text
+    buttons = post.params["blocks"][-1]["elements"]
+    assert [b["action_id"] for b in buttons] == ["dispatch_stop", "dispatch_refresh"]
+    assert buttons[0]["value"] == f"stop {dispatch_id} my-room"
+    assert buttons[0]["style"] == "danger" and "confirm" in buttons[0]
+
+    update = await slack.wait_for_web_call("chat.update")
+    assert update.params["ts"] == post.params.get("ts") or update.params["ts"]
+    identity = livekit.dispatches("my-room")[-1].state.jobs[0].state.participant_identity
+    assert f"The agent joined as `{identity}`" in all_text(update.params)
+
+    rows = bot.audit_rows()
+    assert [(r["action"], r["outcome"]) for r in rows] == [("dispatch", "ok"), ("followup", "ok")]
+    assert rows[0]["agent"] == "speech-processing" and rows[0]["room"] == "my-room"
+    assert rows[0]["dispatch_id"] == dispatch_id
+    assert rows[0]["raw_text"] == "captions my-room"
+    assert rows[0]["user_name"] == "alice" and rows[0]["channel_id"] == "C123" and rows[0]["team_id"] == "T123"
+    assert identity in rows[1]["detail"]
+
+
+async def test_dispatch_by_agent_name(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
+    livekit.add_room("my-room")
+    await bot.command("speech-processing my-room --metadata '{\"lang\": \"es\"}'")
+    post = await slack.wait_for_web_call("chat.postMessage")
+    assert "sent *speech-processing* into *my-room*" in all_text(post.params)
+    [request] = created(livekit)
+    assert request.metadata == '{"lang": "es"}'
+
+
+async def test_second_dispatch_is_a_noop_with_the_existing_id(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+    await bot.command("captions my-room")
+    await slack.wait_for_web_call("chat.update")
+    first_id = livekit.dispatches("my-room")[-1].id
+
+    body = await bot.reply("captions my-room")
+    text = all_text(body)
+    assert body["response_type"] == "ephemeral"
+    assert f"already dispatched in *my-room* (dispatch `{first_id}`)" in text
+    assert "It joined as `agent-" in text
+    assert len(created(livekit)) == 1
+    assert [d.agent_name for d in livekit.dispatches("my-room")] == ["", "speech-processing"]
+    row = bot.audit_rows()[-1]
+    assert (row["outcome"], row["dispatch_id"]) == ("noop", first_id)
+
+
+async def test_noop_warns_when_the_existing_dispatch_has_no_job(
+    bot: BotUnderTest, livekit: FakeLiveKit
+) -> None:
+    livekit.add_room("my-room", agents=["speech-processing"])  # dispatched by a token, but no worker was up
+    text = all_text(await bot.reply("captions my-room"))
+    assert "records no running job" in text
+    assert created(livekit) == []
+
+
+async def test_force_sends_another_agent(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
+    livekit.add_room("my-room", agents=["speech-processing"])
+    await bot.command("captions my-room --force")
+    await slack.wait_for_web_call("chat.postMessage")
+    assert len(created(livekit)) == 1
+    assert [d.agent_name for d in livekit.dispatches("my-room")] == ["speech-processing", "speech-processing"]
+    assert "(forced)" in bot.audit_rows()[0]["detail"]
+
+
+async def test_dry_run_sends_nothing(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    body = await bot.reply('captions my-room --metadata "hi there" --dry-run')
+    text = all_text(body)
+    assert body["response_type"] == "ephemeral"
+    assert "nothing was sent" in text
+    assert '{"agentName": "speech-processing", "room": "my-room", "metadata": "hi there"}' in text
+    assert livekit.requests == []
+    [row] = bot.audit_rows()
+    assert (row["outcome"], row["detail"]) == ("ok", "dry run: nothing sent")
+
+
+async def test_room_not_running_is_created_and_the_reply_says_when_it_closes(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    await bot.command("captions new-room")
+    post = await slack.wait_for_web_call("chat.postMessage")
+    text = all_text(post.params)
+    assert "*new-room* was not running: LiveKit created it for this dispatch" in text
+    assert "closes in about 5 minutes" in text and "UTC) unless a person joins" in text
+    assert "new-room" in livekit.room_names()
+    # Nothing to deduplicate against in a room that did not exist: no ListDispatch before the create.
+    methods = [r.method for r in livekit.requests]
+    assert methods[: methods.index("CreateDispatch") + 1] == ["ListRooms", "CreateDispatch"]
+    assert "room was not running" in bot.audit_rows()[0]["detail"]
+
+
+async def test_no_agent_registered_follow_up_names_the_likely_causes(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    await bot.command("captions my-room")
+    update = await slack.wait_for_web_call("chat.update")
+    text = all_text(update.params)
+    assert "No agent joined within 0.4 s" in text
+    assert "no agent worker is registered under the name `speech-processing`" in text
+    assert "processing: automatic" in text and "enabled: false" in text
+    rows = bot.audit_rows()
+    assert [(r["action"], r["outcome"]) for r in rows] == [("dispatch", "ok"), ("followup", "error")]
+    assert "no agent joined" in rows[1]["detail"]
+
+
+async def test_user_text_is_escaped_for_mrkdwn(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
+    await bot.command('captions <!channel> --metadata "<https://evil.example|click me> <@U999>"')
+    post = await slack.wait_for_web_call("chat.postMessage")
+    text = all_text(post.params)
+    assert "<!channel>" not in text
+    assert "*&lt;!channel&gt;*" in text
+    [request] = created(livekit)
+    assert request.room == "<!channel>"  # the room is what the user typed; only its display is escaped
+    body = await bot.reply("list <!channel>")
+    listed = all_text(body)
+    assert "&lt;https://evil.example|click me&gt; &lt;@U999&gt;" in listed
+    assert "<https://evil" not in listed and "<@U999>" not in listed
+
+
+async def test_slow_livekit_still_gets_an_immediate_ack(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    livekit.delay = 0.5
+    result = await bot.command("captions my-room")
+    assert result.status == 200
+    # The ack came back while LiveKit was still holding the first request.
+    assert [r.status for r in livekit.requests] == [0]
+    post = await slack.wait_for_web_call("chat.postMessage", timeout=10)
+    assert "sent *speech-processing*" in all_text(post.params)
+
+
+async def test_livekit_slower_than_the_request_timeout(
+    start_bot, livekit: FakeLiveKit  # type: ignore[no-untyped-def]
+) -> None:
+    bot = await start_bot("  # shorter timeout\n", )
+    livekit.delay = 5.0
+    bot.runtime.gateway._timeout = 0.2  # the configured request_timeout, shortened for this test
+    body = await bot.reply("list my-room")
+    assert "did not answer within 0.2 s" in all_text(body)
+    [row] = bot.audit_rows()
+    assert (row["outcome"], row["room"]) == ("error", "my-room")
+
+
+async def test_livekit_unreachable(start_bot, livekit: FakeLiveKit) -> None:  # type: ignore[no-untyped-def]
+    bot = await start_bot(LIVEKIT_URL="http://127.0.0.1:9")
+    body = await bot.reply("captions my-room")
+    text = all_text(body)
+    assert body["response_type"] == "ephemeral"
+    assert "Cannot reach the LiveKit server at http://127.0.0.1:9" in text
+    [row] = bot.audit_rows()
+    assert (row["action"], row["outcome"], row["agent"], row["room"]) == (
+        "dispatch", "error", "speech-processing", "my-room")
+
+
+async def test_wrong_secret_is_one_clear_sentence(start_bot, livekit: FakeLiveKit) -> None:  # type: ignore[no-untyped-def]
+    bot = await start_bot(LIVEKIT_API_SECRET="not-the-secret")
+    body = await bot.reply("captions my-room")
+    text = all_text(body)
+    assert "LIVEKIT_API_KEY or LIVEKIT_API_SECRET does not match" in text
+    assert "not-the-secret" not in text
+    assert [r.status for r in livekit.requests] == [401]
+    assert "not-the-secret" not in bot.audit_rows()[0]["detail"]
+
+
+async def test_metadata_over_the_server_limit(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    livekit.max_metadata_size = 10
+    livekit.add_room("my-room")
+    text = all_text(await bot.reply("captions my-room --metadata 'longer than ten bytes'"))
+    assert "LiveKit refused the request: metadata size exceeds limits." in text
+    assert "twirp error" not in text
+
+
+async def test_concurrent_commands_each_leave_a_row(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    await asyncio.gather(*(bot.reply(f"list room-{i}") for i in range(10)))
+    rows = bot.audit_rows()
+    assert sorted(r["room"] for r in rows) == sorted(f"room-{i}" for i in range(10))
