@@ -55,7 +55,7 @@ async def test_dispatch_by_alias_posts_in_channel_and_follows_up_when_the_agent_
 
 async def test_dispatch_by_agent_name(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
     livekit.add_room("my-room")
-    await bot.command("speech-processing my-room --metadata '{\"lang\": \"es\"}'")
+    await bot.command('speech-processing my-room --metadata \'{"lang": "es"}\'')
     post = await slack.wait_for_web_call("chat.postMessage")
     assert "sent *speech-processing* into *my-room*" in all_text(post.params)
     [request] = created(livekit)
@@ -82,9 +82,7 @@ async def test_second_dispatch_is_a_noop_with_the_existing_id(
     assert (row["outcome"], row["dispatch_id"]) == ("noop", first_id)
 
 
-async def test_noop_warns_when_the_existing_dispatch_has_no_job(
-    bot: BotUnderTest, livekit: FakeLiveKit
-) -> None:
+async def test_noop_warns_when_the_existing_dispatch_has_no_job(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
     livekit.add_room("my-room", agents=["speech-processing"])  # dispatched by a token, but no worker was up
     text = all_text(await bot.reply("captions my-room"))
     assert "records no running job" in text
@@ -169,9 +167,12 @@ async def test_slow_livekit_still_gets_an_immediate_ack(
 
 
 async def test_livekit_slower_than_the_request_timeout(
-    start_bot, livekit: FakeLiveKit  # type: ignore[no-untyped-def]
+    start_bot,
+    livekit: FakeLiveKit,  # type: ignore[no-untyped-def]
 ) -> None:
-    bot = await start_bot("  # shorter timeout\n", )
+    bot = await start_bot(
+        "  # shorter timeout\n",
+    )
     livekit.delay = 5.0
     bot.runtime.gateway._timeout = 0.2  # the configured request_timeout, shortened for this test
     body = await bot.reply("list my-room")
@@ -188,7 +189,11 @@ async def test_livekit_unreachable(start_bot, livekit: FakeLiveKit) -> None:  # 
     assert "Cannot reach the LiveKit server at http://127.0.0.1:9" in text
     [row] = bot.audit_rows()
     assert (row["action"], row["outcome"], row["agent"], row["room"]) == (
-        "dispatch", "error", "speech-processing", "my-room")
+        "dispatch",
+        "error",
+        "speech-processing",
+        "my-room",
+    )
 
 
 async def test_wrong_secret_is_one_clear_sentence(start_bot, livekit: FakeLiveKit) -> None:  # type: ignore[no-untyped-def]

@@ -96,9 +96,7 @@ async def test_no_deduplication(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
     assert [d.agent_name for d in listed] == ["other", "bot", "bot"]
 
 
-async def test_job_appears_only_with_worker_registered_at_dispatch_time(
-    fake: FakeLiveKit, lk: api.LiveKitAPI
-) -> None:
+async def test_job_appears_only_with_worker_registered_at_dispatch_time(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
     fake.add_room("r1")
     fake.register_worker("bot")
     orphan = await lk.agent_dispatch.create_dispatch(_create("r1", "nobody"))
@@ -192,9 +190,7 @@ async def test_list_delete_participants_on_missing_room_are_unavailable(lk: api.
         assert exc.value.message == "twirp error unknown: no response from servers"
 
 
-async def test_get_unknown_id_is_none_and_delete_unknown_id_is_not_found(
-    fake: FakeLiveKit, lk: api.LiveKitAPI
-) -> None:
+async def test_get_unknown_id_is_none_and_delete_unknown_id_is_not_found(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
     fake.add_room("r1")
     assert await lk.agent_dispatch.get_dispatch("AD_unknown", "r1") is None
     with pytest.raises(api.ServerError) as exc:
@@ -203,9 +199,7 @@ async def test_get_unknown_id_is_none_and_delete_unknown_id_is_not_found(
     assert exc.value.message == "twirp error unknown: dispatch ID not found"
 
 
-async def test_delete_removes_dispatch_and_agent_then_twice_is_not_found(
-    fake: FakeLiveKit, lk: api.LiveKitAPI
-) -> None:
+async def test_delete_removes_dispatch_and_agent_then_twice_is_not_found(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
     fake.register_worker("bot")
     fake.add_room("r1")
     created = await lk.agent_dispatch.create_dispatch(_create("r1", "bot"))
@@ -346,9 +340,7 @@ async def test_json_body_and_bad_route(fake: FakeLiveKit) -> None:
     assert (status, ctype) == (200, "application/json")
     assert [d["agent_name"] for d in json.loads(text)["agent_dispatches"]] == [""]
 
-    status, _, text = await _raw_post(
-        fake, "/twirp/livekit.AgentDispatchService/Nope", b"", {**PROTOBUF, **auth}
-    )
+    status, _, text = await _raw_post(fake, "/twirp/livekit.AgentDispatchService/Nope", b"", {**PROTOBUF, **auth})
     assert status == 404 and json.loads(text)["code"] == "bad_route"
     status, _, text = await _raw_post(fake, LIST_DISPATCH, b"\xff\xff", {**PROTOBUF, **auth})
     assert status == 400 and json.loads(text)["code"] == "malformed"

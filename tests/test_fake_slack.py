@@ -45,9 +45,7 @@ def web(fake: FakeSlack, token: str | None = BOT_TOKEN) -> AsyncWebClient:
 
 
 async def authorize(**_: Any) -> AuthorizeResult:
-    return AuthorizeResult(
-        enterprise_id=None, team_id="T123", bot_token=BOT_TOKEN, bot_user_id="UBOT", bot_id="B1"
-    )
+    return AuthorizeResult(enterprise_id=None, team_id="T123", bot_token=BOT_TOKEN, bot_user_id="UBOT", bot_id="B1")
 
 
 def build_app(fake: FakeSlack, *, signing_secret: str | None = None) -> AsyncApp:
@@ -68,9 +66,7 @@ def build_app(fake: FakeSlack, *, signing_secret: str | None = None) -> AsyncApp
 
 @pytest.fixture
 async def socket_handler(fake: FakeSlack) -> AsyncIterator[AsyncSocketModeHandler]:
-    handler = AsyncSocketModeHandler(
-        build_app(fake), APP_TOKEN, web_client=AsyncWebClient(base_url=fake.api_url)
-    )
+    handler = AsyncSocketModeHandler(build_app(fake), APP_TOKEN, web_client=AsyncWebClient(base_url=fake.api_url))
     await handler.connect_async()
     await fake.wait_socket_connected()
     try:
@@ -103,9 +99,7 @@ async def test_post_message_records_call_and_returns_increasing_ts(fake: FakeSla
 
 async def test_form_encoded_blocks_are_decoded(fake: FakeSlack) -> None:
     blocks = [{"type": "divider"}]
-    await web(fake).api_call(
-        "chat.postMessage", params={"channel": "C9", "text": "x", "blocks": json.dumps(blocks)}
-    )
+    await web(fake).api_call("chat.postMessage", params={"channel": "C9", "text": "x", "blocks": json.dumps(blocks)})
     call = await fake.wait_for_web_call("chat.postMessage")
     assert call.params["blocks"] == blocks
 
@@ -226,9 +220,7 @@ async def test_response_url_with_webhook_client(fake: FakeSlack) -> None:
 # ---------------------------------------------------------------------------------------------- Socket Mode
 
 
-async def test_socket_mode_slash_command_round_trip(
-    fake: FakeSlack, socket_handler: AsyncSocketModeHandler
-) -> None:
+async def test_socket_mode_slash_command_round_trip(fake: FakeSlack, socket_handler: AsyncSocketModeHandler) -> None:
     assert await socket_handler.client.is_connected()
     opened = await fake.wait_for_web_call("apps.connections.open")
     assert opened.token == APP_TOKEN
@@ -275,17 +267,13 @@ async def test_socket_mode_survives_ping_pong() -> None:
             await handler.close_async()
 
 
-async def test_socket_mode_disconnect_reconnects(
-    fake: FakeSlack, socket_handler: AsyncSocketModeHandler
-) -> None:
+async def test_socket_mode_disconnect_reconnects(fake: FakeSlack, socket_handler: AsyncSocketModeHandler) -> None:
     await fake.send_disconnect()
     await fake.wait_socket_connected(count=2)
     assert len(fake.calls("apps.connections.open")) == 2
 
     response_url = fake.new_response_url()
-    envelope_id = await fake.send_envelope(
-        "slash_commands", slash_command_form("list", response_url=response_url)
-    )
+    envelope_id = await fake.send_envelope("slash_commands", slash_command_form("list", response_url=response_url))
     assert (await fake.wait_for_ack(envelope_id))["payload"]["text"].startswith("working")
     assert (await fake.wait_for_response(url=response_url)).body["text"] == "done: list"
 

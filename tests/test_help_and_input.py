@@ -12,8 +12,12 @@ async def test_help_lists_every_command_ephemerally(bot: BotUnderTest, livekit: 
     body = await bot.reply("help")
     text = all_text(body)
     assert body["response_type"] == "ephemeral"
-    for usage in ("/dispatch &lt;agent&gt; &lt;room&gt;", "/dispatch list &lt;room&gt;", "/dispatch stop",
-                  "/dispatch help"):
+    for usage in (
+        "/dispatch &lt;agent&gt; &lt;room&gt;",
+        "/dispatch list &lt;room&gt;",
+        "/dispatch stop",
+        "/dispatch help",
+    ):
         assert usage in text
     assert "captions → speech-processing" in text
     assert livekit.requests == []

@@ -53,7 +53,11 @@ async def test_stop_by_agent_removes_every_dispatch_of_that_agent(
     assert sorted(r.dispatch_id for r in livekit.calls("DeleteDispatch")) == sorted(ids)  # type: ignore[attr-defined]
     row = bot.audit_rows()[-1]
     assert (row["action"], row["outcome"], row["agent"], row["dispatch_id"]) == (
-        "stop", "ok", "speech-processing", ",".join(ids))
+        "stop",
+        "ok",
+        "speech-processing",
+        ",".join(ids),
+    )
 
 
 async def test_stop_by_id(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
@@ -101,8 +105,9 @@ async def test_stop_button_runs_as_the_person_who_presses_it(
     stop = post.params["blocks"][-1]["elements"][0]
     await slack.wait_for_web_call("chat.update")
 
-    body = block_action_body("dispatch_stop", stop["value"], user_id="U777", user_name="bob",
-                             response_url=slack.new_response_url())
+    body = block_action_body(
+        "dispatch_stop", stop["value"], user_id="U777", user_name="bob", response_url=slack.new_response_url()
+    )
     status, _ = await bot.post(body, signed_headers(body, SIGNING_SECRET))
     assert status == 200
     second = await slack.wait_for_web_call("chat.postMessage", count=2)

@@ -49,8 +49,22 @@ CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 
 # The columns a row's hash covers, in this order; with `id` in it, rows cannot be swapped unnoticed.
 HASHED_COLUMNS = (
-    "id", "ts", "source", "team_id", "channel_id", "channel_name", "user_id", "user_name", "raw_text",
-    "action", "agent", "room", "dispatch_id", "outcome", "detail", "duration_ms",
+    "id",
+    "ts",
+    "source",
+    "team_id",
+    "channel_id",
+    "channel_name",
+    "user_id",
+    "user_name",
+    "raw_text",
+    "action",
+    "agent",
+    "room",
+    "dispatch_id",
+    "outcome",
+    "detail",
+    "duration_ms",
 )
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 
@@ -111,7 +125,8 @@ class AuditStore:
             await db.execute(f"PRAGMA synchronous = {synchronous}")
             await db.executescript(_SCHEMA)
             await db.execute(
-                "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
             )
             async with db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1") as cursor:
                 row = await cursor.fetchone()
@@ -130,14 +145,23 @@ class AuditStore:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
         actor = entry.actor
         content: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
-            "channel_name": actor.channel_name, "user_id": actor.user_id, "user_name": actor.user_name,
-            "raw_text": entry.raw_text, "action": entry.action, "agent": entry.agent, "room": entry.room,
-            "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
+            "source": actor.source,
+            "team_id": actor.team_id,
+            "channel_id": actor.channel_id,
+            "channel_name": actor.channel_name,
+            "user_id": actor.user_id,
+            "user_name": actor.user_name,
+            "raw_text": entry.raw_text,
+            "action": entry.action,
+            "agent": entry.agent,
+            "room": entry.room,
+            "dispatch_id": entry.dispatch_id,
+            "outcome": entry.outcome,
+            "detail": entry.detail,
             "duration_ms": entry.duration_ms,
         }
         async with self._write_lock:
+            content["ts"] = datetime.now(UTC).isoformat(timespec="microseconds")  # in id order
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:

@@ -99,10 +99,10 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             await runner.cleanup()
         else:
             handler = transport.socket_mode_handler()
-            await handler.connect_async()
+            await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("Socket Mode: connected")
             await stop.wait()
-            await handler.close_async()
+            await handler.close_async()  # type: ignore[no-untyped-call]
         await transport.drain()
     finally:
         await runtime.close()
@@ -140,10 +140,16 @@ async def _check(settings: Settings) -> int:
     problems = 0
     print(f"config: ok (LiveKit {settings.livekit_url}, audit database {settings.database})")
     if settings.livekit_api_key == "devkey" and settings.livekit_api_secret == "secret":
-        print("livekit: using LiveKit's development key and secret (devkey/secret); set LIVEKIT_API_KEY and "
-              "LIVEKIT_API_SECRET for a real server.")
-    gateway = LiveKitGateway(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
-                             timeout=settings.request_timeout)
+        print(
+            "livekit: using LiveKit's development key and secret (devkey/secret); set LIVEKIT_API_KEY and "
+            "LIVEKIT_API_SECRET for a real server."
+        )
+    gateway = LiveKitGateway(
+        settings.livekit_url,
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        timeout=settings.request_timeout,
+    )
     try:
         await gateway.get_room("dispatch-bot-check")
         print(f"livekit: reached {gateway.url} and the credentials were accepted")

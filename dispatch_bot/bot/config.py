@@ -24,10 +24,22 @@ _COMMAND = re.compile(r"/[a-z0-9_-]{1,31}")
 
 # The file's shape: section -> key -> (what it holds, for messages).
 _FILE_KEYS: dict[str, dict[str, str]] = {
-    "slack": {"command": "the slash command", "bot_token": "xoxb- token", "app_token": "xapp- token",
-              "signing_secret": "signing secret", "api_url": "Web API URL", "port": "HTTP port"},
-    "livekit": {"url": "server URL", "api_key": "API key", "api_secret": "API secret",
-                "request_timeout": "duration", "followup_timeout": "duration", "followup_interval": "duration"},
+    "slack": {
+        "command": "the slash command",
+        "bot_token": "xoxb- token",
+        "app_token": "xapp- token",
+        "signing_secret": "signing secret",
+        "api_url": "Web API URL",
+        "port": "HTTP port",
+    },
+    "livekit": {
+        "url": "server URL",
+        "api_key": "API key",
+        "api_secret": "API secret",
+        "request_timeout": "duration",
+        "followup_timeout": "duration",
+        "followup_interval": "duration",
+    },
     "audit": {"database": "file path"},
     "agents": {"openvidu_config_dir": "folder", "aliases": "mapping alias -> agent"},
 }
@@ -66,18 +78,23 @@ class Settings:
     def require_slack(self, http: bool) -> None:
         """The settings `serve` needs; raises ConfigError naming the first one missing."""
         if not self.slack_bot_token:
-            raise ConfigError("SLACK_BOT_TOKEN is not set: give the bot token (xoxb-…) from the Slack app's "
-                              "OAuth & Permissions page.")
+            raise ConfigError(
+                "SLACK_BOT_TOKEN is not set: give the bot token (xoxb-…) from the Slack app's OAuth & Permissions page."
+            )
         if not self.slack_bot_token.startswith("xoxb-"):
-            raise ConfigError("SLACK_BOT_TOKEN does not start with xoxb-: use the Bot User OAuth Token, "
-                              "not a user or app token.")
+            raise ConfigError(
+                "SLACK_BOT_TOKEN does not start with xoxb-: use the Bot User OAuth Token, not a user or app token."
+            )
         if http:
             if not self.slack_signing_secret:
-                raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode needs the signing secret from the "
-                                  "Slack app's Basic Information page (or set SLACK_APP_TOKEN for Socket Mode).")
+                raise ConfigError(
+                    "SLACK_SIGNING_SECRET is not set: HTTP mode needs the signing secret from the "
+                    "Slack app's Basic Information page (or set SLACK_APP_TOKEN for Socket Mode)."
+                )
         elif not self.slack_app_token.startswith("xapp-"):
-            raise ConfigError("SLACK_APP_TOKEN does not start with xapp-: create an app-level token with the "
-                              "connections:write scope.")
+            raise ConfigError(
+                "SLACK_APP_TOKEN does not start with xapp-: create an app-level token with the connections:write scope."
+            )
 
 
 def _section(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
@@ -151,8 +168,10 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
 
     command = pick(None, slack, "command", "/dispatch")
     if not _COMMAND.fullmatch(command):
-        raise ConfigError(f"slack.command is {command!r}; a Slack command is / followed by up to 31 lowercase "
-                          "letters, digits, - or _.")
+        raise ConfigError(
+            f"slack.command is {command!r}; a Slack command is / followed by up to 31 lowercase "
+            "letters, digits, - or _."
+        )
     api_url = pick("SLACK_API_URL", slack, "api_url", "https://slack.com/api/")
     if urlsplit(api_url).scheme not in ("http", "https"):
         raise ConfigError(f"SLACK_API_URL is {api_url!r}; it must be an http(s) URL like https://slack.com/api/.")
@@ -162,8 +181,10 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     livekit_url = pick("LIVEKIT_URL", livekit, "url", "http://localhost:7880")
     parts = urlsplit(livekit_url)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise ConfigError(f"LIVEKIT_URL is {livekit_url!r}; it must be a URL like http://localhost:7880 or "
-                          "wss://openvidu.example.com.")
+        raise ConfigError(
+            f"LIVEKIT_URL is {livekit_url!r}; it must be a URL like http://localhost:7880 or "
+            "wss://openvidu.example.com."
+        )
     api_key = pick("LIVEKIT_API_KEY", livekit, "api_key", "devkey")
     api_secret = pick("LIVEKIT_API_SECRET", livekit, "api_secret", "secret")
 

@@ -14,13 +14,14 @@ from livekit import api
 from livekit.protocol.agent import JobStatus
 
 from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, RoomInfo
+from ..commands.ports import JobStatus as JobStatusName
 
 T = TypeVar("T")
 
 # LiveKit's dev secret ("secret") is short; PyJWT would warn on every call. `dispatch-bot check` says so instead.
 warnings.filterwarnings("ignore", message=".*HMAC key.*", category=UserWarning)
 
-_JOB_STATUS = {
+_JOB_STATUS: dict[int, JobStatusName] = {
     JobStatus.JS_PENDING: "pending",
     JobStatus.JS_RUNNING: "running",
     JobStatus.JS_SUCCESS: "success",
@@ -37,15 +38,19 @@ def _dispatch(d: api.AgentDispatch) -> DispatchInfo:
     jobs = tuple(
         JobInfo(
             id=job.id,
-            status=_JOB_STATUS.get(job.state.status, "cancelled"),  # type: ignore[arg-type]
+            status=_JOB_STATUS.get(job.state.status, "cancelled"),
             participant_identity=job.state.participant_identity,
             error=job.state.error,
         )
         for job in d.state.jobs
     )
     return DispatchInfo(
-        id=d.id, agent_name=d.agent_name, room=d.room, metadata=d.metadata,
-        created_at=_ns_to_datetime(d.state.created_at), jobs=jobs,
+        id=d.id,
+        agent_name=d.agent_name,
+        room=d.room,
+        metadata=d.metadata,
+        created_at=_ns_to_datetime(d.state.created_at),
+        jobs=jobs,
     )
 
 
@@ -73,7 +78,9 @@ class LiveKitGateway:
         # LiveKitAPI opens an aiohttp session, so it is made on first use inside the running loop.
         if self._api is None:
             self._api = api.LiveKitAPI(
-                self._server_url, self._api_key, self._api_secret,
+                self._server_url,
+                self._api_key,
+                self._api_secret,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._api
@@ -88,11 +95,18 @@ class LiveKitGateway:
         for r in response.rooms:
             if r.name == room:
                 created = (
-                    datetime.fromtimestamp(r.creation_time_ms / 1000, UTC) if r.creation_time_ms
-                    else datetime.fromtimestamp(r.creation_time, UTC) if r.creation_time else None
+                    datetime.fromtimestamp(r.creation_time_ms / 1000, UTC)
+                    if r.creation_time_ms
+                    else datetime.fromtimestamp(r.creation_time, UTC)
+                    if r.creation_time
+                    else None
                 )
-                return RoomInfo(name=r.name, created_at=created, num_participants=r.num_participants,
-                                empty_timeout=r.empty_timeout)
+                return RoomInfo(
+                    name=r.name,
+                    created_at=created,
+                    num_participants=r.num_participants,
+                    empty_timeout=r.empty_timeout,
+                )
         return None
 
     async def list_dispatches(self, room: str) -> list[DispatchInfo]:
@@ -128,7 +142,8 @@ class LiveKitGateway:
             ) from None
         except aiohttp.ClientError as exc:
             raise BackendError(
-                "unreachable", f"The connection to the LiveKit server at {self.url} failed ({type(exc).__name__})."
+                "unreachable",
+                f"The connection to the LiveKit server at {self.url} failed ({type(exc).__name__}).",
             ) from None
         except asyncio.CancelledError:
             raise
@@ -139,24 +154,32 @@ class LiveKitGateway:
         kind: ErrorKind
         if status == 401 and code == "unknown":
             # The plain-text 401: the signature or key did not verify.
-            kind, sentence = "auth", (
-                "LiveKit rejected the bot's credentials: LIVEKIT_API_KEY or LIVEKIT_API_SECRET does not match "
-                "the server's."
+            kind, sentence = (
+                "auth",
+                (
+                    "LiveKit rejected the bot's credentials: LIVEKIT_API_KEY or LIVEKIT_API_SECRET does not match "
+                    "the server's."
+                ),
             )
         elif code in ("unauthenticated", "permission_denied"):
-            kind, sentence = "permission", (
-                f"LiveKit denied permission for room {room}: the API key needs admin rights on that server."
+            kind, sentence = (
+                "permission",
+                (f"LiveKit denied permission for room {room}: the API key needs admin rights on that server."),
             )
         elif code == "unavailable" or status == 503:
             kind, sentence = "not_running", f"Room {room} is not running (LiveKit: no server holds it)."
         elif code == "not_found" or status == 404:
-            kind, sentence = "not_found", f"LiveKit found no such thing in room {room}: {message or 'not found'}."
+            kind, sentence = (
+                "not_found",
+                f"LiveKit found no such thing in room {room}: {message or 'not found'}.",
+            )
         elif code in ("invalid_argument", "malformed", "out_of_range") or status == 400:
             kind, sentence = "invalid", f"LiveKit refused the request: {message or code}."
         elif code == "resource_exhausted" or status == 429:
             kind, sentence = "limit", f"LiveKit is over a limit and refused the request: {message or code}."
         else:
-            kind, sentence = "server", (
-                f"The LiveKit server failed with HTTP {status} ({code}): {message or 'no message'}."
+            kind, sentence = (
+                "server",
+                (f"The LiveKit server failed with HTTP {status} ({code}): {message or 'no message'}."),
             )
         return BackendError(kind, sentence)

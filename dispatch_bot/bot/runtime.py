@@ -22,7 +22,9 @@ class Runtime:
     async def open(cls, settings: Settings) -> Runtime:
         audit = await AuditStore.open(settings.database)
         gateway = LiveKitGateway(
-            settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
+            settings.livekit_url,
+            settings.livekit_api_key,
+            settings.livekit_api_secret,
             timeout=settings.request_timeout,
         )
         return cls(settings, gateway, audit)

@@ -28,9 +28,6 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# chat.postMessage errors after which the reply goes through response_url instead (private channels, DMs).
-_POST_FALLBACK_ERRORS = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
-
 
 def slack_unescape(value: str) -> str:
     """Slack sends &, < and > in command text as HTML entities."""
@@ -75,8 +72,10 @@ class SlackTransport:
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         text = slack_unescape(command.get("text") or "")
-        await ack(response_type="ephemeral",
-                  text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`")
+        await ack(
+            response_type="ephemeral",
+            text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`",
+        )
         actor = Actor(
             source="slack",
             user_id=command.get("user_id", ""),
@@ -87,8 +86,9 @@ class SlackTransport:
         )
         await self._run(actor, text, respond)
 
-    async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                         respond: AsyncRespond) -> None:
+    async def _on_button(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
         await ack()
         user = body.get("user") or {}
         actor = Actor(
@@ -126,16 +126,16 @@ class SlackTransport:
 
     async def _deliver(self, reply: Reply, actor: Actor, respond: AsyncRespond) -> _Delivered | None:
         text, blocks = to_slack(reply)
+        if reply.visibility == "in_channel" and actor.channel_id:
+            # A channel message the follow-up can edit; where the bot may not post, the response_url instead.
+            try:
+                posted = await self.client.chat_postMessage(
+                    channel=actor.channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+                )
+                return _Delivered(str(posted.get("channel", actor.channel_id)), str(posted.get("ts", "")))
+            except Exception as exc:
+                log.info("chat.postMessage failed (%s); replying through response_url", _why(exc))
         try:
-            if reply.visibility == "in_channel" and actor.channel_id:
-                try:
-                    posted = await self.client.chat_postMessage(
-                        channel=actor.channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
-                    )
-                    return _Delivered(str(posted.get("channel", actor.channel_id)), str(posted.get("ts", "")))
-                except SlackApiError as exc:
-                    if exc.response.get("error") not in _POST_FALLBACK_ERRORS:
-                        raise
             await respond(text=text, blocks=blocks, response_type=reply.visibility, replace_original=False)
         except Exception as exc:  # Slack down: the audit row is already written
             log.warning("could not deliver the reply to Slack: %s", _why(exc))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from . import messages
 from .context import CommandContext, ResolvedAgent, UsageError
 from .grammar import check_metadata, check_room, parse_args, shorten
 from .ports import BackendError, DispatchInfo, RoomInfo
-from .reply import Button, Reply, Text
+from .reply import Button, Outcome, Reply, Text
 
 NAME = "dispatch"
 USAGE = "<agent> <room> [--metadata TEXT] [--force] [--dry-run]"
@@ -91,17 +93,16 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
 
 async def _room_created_line(ctx: CommandContext, room: str, created: DispatchInfo) -> Text:
     info: RoomInfo | None = None
-    try:
+    with contextlib.suppress(BackendError):  # the dispatch exists; the closing time falls back to the default
         info = await ctx.backend.get_room(room)
-    except BackendError:
-        pass  # the dispatch exists; the closing time falls back to LiveKit's default
     timeout = info.empty_timeout if info and info.empty_timeout else DEFAULT_EMPTY_TIMEOUT
     start = (info.created_at if info and info.created_at else None) or created.created_at or ctx.now()
     return messages.room_was_created(room, start + timedelta(seconds=timeout), max(1, round(timeout / 60)))
 
 
-def _followup(ctx: CommandContext, agent: ResolvedAgent, created: DispatchInfo, first: Reply,
-              lines: list[Text]):  # type: ignore[no-untyped-def]
+def _followup(
+    ctx: CommandContext, agent: ResolvedAgent, created: DispatchInfo, first: Reply, lines: list[Text]
+) -> Callable[[], Awaitable[Reply]]:
     """Poll the dispatch's job state for a bounded time; LiveKit launches a job only if a worker is there."""
 
     async def followup() -> Reply:
@@ -109,32 +110,50 @@ def _followup(ctx: CommandContext, agent: ResolvedAgent, created: DispatchInfo, 
         started = time.monotonic()
         deadline = started + timeout
 
-        def result(outcome: str, extra: list[Text], detail: str) -> Reply:
-            return Reply(outcome, [*lines, *extra], visibility="in_channel", action="followup",  # type: ignore[arg-type]
-                         agent=agent.name, room=created.room, dispatch_id=created.id,
-                         detail=detail, buttons=first.buttons)
+        def result(outcome: Outcome, extra: list[Text], detail: str) -> Reply:
+            return Reply(
+                outcome,
+                [*lines, *extra],
+                visibility="in_channel",
+                action="followup",
+                agent=agent.name,
+                room=created.room,
+                dispatch_id=created.id,
+                detail=detail,
+                buttons=first.buttons,
+            )
 
         while True:
             try:
                 current = await ctx.backend.get_dispatch(created.id, created.room)
             except BackendError as exc:
                 if exc.kind == "not_running":
-                    return result("error", [messages.dispatch_vanished(created.id, created.room)],
-                                  "dispatch gone: room closed")
+                    return result(
+                        "error",
+                        [messages.dispatch_vanished(created.id, created.room)],
+                        "dispatch gone: room closed",
+                    )
                 return result("error", [messages.followup_unknown(exc.sentence)], f"follow-up failed: {exc}")
             if current is None:
                 return result("error", [messages.dispatch_vanished(created.id, created.room)], "dispatch gone")
             elapsed = time.monotonic() - started
             if current.joined_identity:
-                return result("ok", [messages.joined(current.joined_identity, elapsed)],
-                              f"agent joined as {current.joined_identity}")
+                return result(
+                    "ok",
+                    [messages.joined(current.joined_identity, elapsed)],
+                    f"agent joined as {current.joined_identity}",
+                )
             failed = next((j for j in current.jobs if j.status == "failed"), None)
             if failed is not None:
-                return result("error", [messages.job_failed(failed.error)],
-                              f"agent job failed: {shorten(failed.error, 200)}")
+                return result(
+                    "error",
+                    [messages.job_failed(failed.error)],
+                    f"agent job failed: {shorten(failed.error, 200)}",
+                )
             if time.monotonic() >= deadline:
-                return result("error", messages.not_joined(agent.name, timeout),
-                              f"no agent joined within {timeout:g} s")
+                return result(
+                    "error", messages.not_joined(agent.name, timeout), f"no agent joined within {timeout:g} s"
+                )
             await asyncio.sleep(max(0.0, min(ctx.settings.followup_interval, deadline - time.monotonic())))
 
     return followup

@@ -34,9 +34,7 @@ class Parsed:
 
 def tokenize(text: str) -> list[str]:
     if len(text) > MAX_COMMAND_CHARS:
-        raise GrammarError(
-            f"That command is {len(text):,} characters long; the limit is {MAX_COMMAND_CHARS:,}."
-        )
+        raise GrammarError(f"That command is {len(text):,} characters long; the limit is {MAX_COMMAND_CHARS:,}.")
     try:
         return shlex.split(text.translate(_QUOTES), posix=True)
     except ValueError:
@@ -105,9 +103,7 @@ def check_room(room: str) -> str:
 
 def check_agent(agent: str) -> str:
     if not _AGENT_NAME.fullmatch(agent):
-        raise GrammarError(
-            "An agent name uses only letters, digits, - and _ (OpenVidu's rule for agent-NAME.yaml)."
-        )
+        raise GrammarError("An agent name uses only letters, digits, - and _ (OpenVidu's rule for agent-NAME.yaml).")
     if len(agent) > MAX_AGENT_CHARS:
         raise GrammarError(f"The agent name is longer than {MAX_AGENT_CHARS} characters.")
     return agent

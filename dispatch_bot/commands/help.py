@@ -25,12 +25,19 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
             hint = f" Did you mean {near}?" if near else ""
             raise UsageError(f"There is no subcommand {word}.{hint}")
         command = COMMANDS[word]
-        lines = [text("`{usage}`", usage=f"{cmd} {command.usage}"), text("{summary}", summary=command.summary)]
+        lines = [
+            text("`{usage}`", usage=f"{cmd} {command.usage}"),
+            text("{summary}", summary=command.summary),
+        ]
         lines += [text("{line}", line=line) for line in command.details]
         return Reply("ok", lines, action="help")
     lines = [text("*dispatch-bot* sends LiveKit agents into rooms and keeps an audit log of every command.")]
     for command in COMMANDS.values():
         lines.append(text("`{usage}`: {summary}", usage=f"{cmd} {command.usage}", summary=command.summary))
-    lines.append(text("Aliases: {aliases}.", aliases=", ".join(
-        f"{alias} → {name}" for alias, name in sorted(ctx.settings.aliases.items())) or "none"))
+    lines.append(
+        text(
+            "Aliases: {aliases}.",
+            aliases=", ".join(f"{alias} → {name}" for alias, name in sorted(ctx.settings.aliases.items())) or "none",
+        )
+    )
     return Reply("ok", lines, action="help")

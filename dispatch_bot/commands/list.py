@@ -50,7 +50,6 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     now = ctx.now()
     lines = [messages.list_header(room, len(dispatches), info.num_participants)]
     lines += [
-        messages.list_entry(d.agent_name, d.id, age(d.created_at, now), job_state(d), d.metadata)
-        for d in dispatches
+        messages.list_entry(d.agent_name, d.id, age(d.created_at, now), job_state(d), d.metadata) for d in dispatches
     ]
     return Reply("ok", lines, action="list", room=room, detail=f"{len(dispatches)} dispatches")

@@ -68,7 +68,10 @@ def agent_label(agent: str, alias: str) -> Text:
 def dispatched(who: Mention, agent: Text, room: str, dispatch_id: str) -> Text:
     return text(
         "{who} sent " + agent.template + " into *{room}* (dispatch `{id}`).",
-        who=who, room=room, id=dispatch_id, **agent.values,
+        who=who,
+        room=room,
+        id=dispatch_id,
+        **agent.values,
     )
 
 
@@ -76,7 +79,9 @@ def room_was_created(room: str, closes_at: datetime, minutes: int) -> Text:
     return text(
         "*{room}* was not running: LiveKit created it for this dispatch. It closes in about "
         "{minutes} minutes ({at} UTC) unless a person joins.",
-        room=room, minutes=str(minutes), at=closes_at.strftime("%H:%M"),
+        room=room,
+        minutes=str(minutes),
+        at=closes_at.strftime("%H:%M"),
     )
 
 
@@ -85,8 +90,11 @@ def waiting_for_join(seconds: float) -> Text:
 
 
 def joined(identity: str, seconds: float) -> Text:
-    return text(":white_check_mark: The agent joined as `{identity}` after {s} s.",
-                identity=identity, s=f"{seconds:.1f}")
+    return text(
+        ":white_check_mark: The agent joined as `{identity}` after {s} s.",
+        identity=identity,
+        s=f"{seconds:.1f}",
+    )
 
 
 def job_failed(error: str) -> Text:
@@ -95,12 +103,20 @@ def job_failed(error: str) -> Text:
 
 def not_joined(agent: str, seconds: float) -> list[Text]:
     return [
-        text(":warning: No agent joined within {s} s. The dispatch exists, but LiveKit started no job for it. "
-             "Likely causes:", s=f"{seconds:g}"),
-        text("• no agent worker is registered under the name `{agent}` (is its container running? "
-             "a worker that starts later never picks up this dispatch);", agent=agent),
-        text("• the agent runs in `processing: automatic`, so it registers with no name and only joins new "
-             "rooms by itself;"),
+        text(
+            ":warning: No agent joined within {s} s. The dispatch exists, but LiveKit started no job for it. "
+            "Likely causes:",
+            s=f"{seconds:g}",
+        ),
+        text(
+            "• no agent worker is registered under the name `{agent}` (is its container running? "
+            "a worker that starts later never picks up this dispatch);",
+            agent=agent,
+        ),
+        text(
+            "• the agent runs in `processing: automatic`, so it registers with no name and only joins new "
+            "rooms by itself;"
+        ),
         text("• the agent is disabled (`enabled: false`) or its node is above its CPU `load_threshold`."),
         text("Fix the cause, then stop this dispatch and dispatch again."),
     ]
@@ -111,19 +127,32 @@ def followup_unknown(sentence: str) -> Text:
 
 
 def dispatch_vanished(dispatch_id: str, room: str) -> Text:
-    return text(":grey_question: Dispatch `{id}` is gone from *{room}* (stopped, or the room closed).",
-                id=dispatch_id, room=room)
+    return text(
+        ":grey_question: Dispatch `{id}` is gone from *{room}* (stopped, or the room closed).",
+        id=dispatch_id,
+        room=room,
+    )
 
 
 def already_there(agent: Text, room: str, ids: list[str], joined_as: str) -> list[Text]:
-    lines = [text(":information_source: " + agent.template + " is already dispatched in *{room}* "
-                  "(dispatch `{ids}`). Nothing was created; add `--force` to send another one.",
-                  room=room, ids="`, `".join(ids), **agent.values)]
+    lines = [
+        text(
+            ":information_source: " + agent.template + " is already dispatched in *{room}* "
+            "(dispatch `{ids}`). Nothing was created; add `--force` to send another one.",
+            room=room,
+            ids="`, `".join(ids),
+            **agent.values,
+        )
+    ]
     if joined_as:
         lines.append(text("It joined as `{identity}`.", identity=joined_as))
     else:
-        lines.append(text("LiveKit records no running job for it, so the agent may never have joined: "
-                          "stop it and dispatch again, or add `--force`."))
+        lines.append(
+            text(
+                "LiveKit records no running job for it, so the agent may never have joined: "
+                "stop it and dispatch again, or add `--force`."
+            )
+        )
     return lines
 
 
@@ -131,8 +160,10 @@ def dry_run(url: str, request_json: str) -> list[Text]:
     return [
         text("*Dry run*: nothing was sent. This is the request the bot would send to {url}:", url=url),
         text("```{req}```", req=request_json),
-        text("Without `--dry-run` the bot first checks the room and its dispatches, and creates nothing "
-             "if the agent is already there (unless `--force`)."),
+        text(
+            "Without `--dry-run` the bot first checks the room and its dispatches, and creates nothing "
+            "if the agent is already there (unless `--force`)."
+        ),
     ]
 
 
@@ -141,25 +172,40 @@ def room_not_running(room: str) -> Text:
 
 
 def list_header(room: str, count: int, participants: int) -> Text:
-    return text("*{room}*: {n} dispatch{es}, {p} participant{ps}.", room=room, n=str(count),
-                es="" if count == 1 else "es", p=str(participants), ps="" if participants == 1 else "s")
+    return text(
+        "*{room}*: {n} dispatch{es}, {p} participant{ps}.",
+        room=room,
+        n=str(count),
+        es="" if count == 1 else "es",
+        p=str(participants),
+        ps="" if participants == 1 else "s",
+    )
 
 
 def list_entry(agent: str, dispatch_id: str, age: str, state: str, metadata: str) -> Text:
     if agent:
         line = text("• *{agent}* `{id}` · {age} · {state}", agent=agent, id=dispatch_id, age=age, state=state)
     else:
-        line = text("• _automatic_ `{id}` · {age} · {state} (the dispatch LiveKit adds to every room created "
-                    "without agents; it reaches only agents in automatic mode)",
-                    id=dispatch_id, age=age, state=state)
+        line = text(
+            "• _automatic_ `{id}` · {age} · {state} (the dispatch LiveKit adds to every room created "
+            "without agents; it reaches only agents in automatic mode)",
+            id=dispatch_id,
+            age=age,
+            state=state,
+        )
     if metadata:
         return Text(line.template + " · metadata `{metadata}`", {**line.values, "metadata": shorten(metadata)})
     return line
 
 
 def stopped(who: Mention, agent: str, room: str, ids: list[str]) -> Text:
-    return text("{who} stopped *{agent}* in *{room}* (dispatch `{ids}`).",
-                who=who, agent=agent or "the automatic dispatch", room=room, ids="`, `".join(ids))
+    return text(
+        "{who} stopped *{agent}* in *{room}* (dispatch `{ids}`).",
+        who=who,
+        agent=agent or "the automatic dispatch",
+        room=room,
+        ids="`, `".join(ids),
+    )
 
 
 def nothing_to_stop(agent: str, room: str) -> Text:
@@ -167,8 +213,11 @@ def nothing_to_stop(agent: str, room: str) -> Text:
 
 
 def unknown_dispatch(dispatch_id: str, room: str) -> Text:
-    return text("There is no dispatch `{id}` in *{room}*. `/dispatch list {room}` shows the ones there are.",
-                id=dispatch_id, room=room)
+    return text(
+        "There is no dispatch `{id}` in *{room}*. `/dispatch list {room}` shows the ones there are.",
+        id=dispatch_id,
+        room=room,
+    )
 
 
 def stop_not_running(room: str) -> Text:

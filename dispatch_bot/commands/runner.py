@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from . import messages
@@ -73,9 +74,15 @@ class CommandRunner:
         except GrammarError as exc:
             reply = _invalid(ctx, str(exc), _closest_command(tokens, ctx))
         except BackendError as exc:
-            reply = Reply("error", [messages.backend_error(exc.sentence)], detail=exc.sentence,
-                          action=_closest_command(tokens, ctx).name, agent=ctx.facts.get("agent", ""),
-                          room=ctx.facts.get("room", ""), dispatch_id=ctx.facts.get("dispatch_id", ""))
+            reply = Reply(
+                "error",
+                [messages.backend_error(exc.sentence)],
+                detail=exc.sentence,
+                action=_closest_command(tokens, ctx).name,
+                agent=ctx.facts.get("agent", ""),
+                room=ctx.facts.get("room", ""),
+                dispatch_id=ctx.facts.get("dispatch_id", ""),
+            )
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("command failed (reference %s)", ref)
@@ -85,7 +92,7 @@ class CommandRunner:
             reply.followup = self._audited_followup(ctx, raw, reply)
         return reply
 
-    def _audited_followup(self, ctx: CommandContext, raw: str, first: Reply):  # type: ignore[no-untyped-def]
+    def _audited_followup(self, ctx: CommandContext, raw: str, first: Reply) -> Callable[[], Awaitable[Reply]]:
         followup = first.followup
         assert followup is not None
 
@@ -96,8 +103,13 @@ class CommandRunner:
             except Exception:
                 ref = secrets.token_hex(4)
                 log.exception("follow-up failed (reference %s)", ref)
-                reply = replace(first, outcome="error", lines=[*first.lines, messages.internal_error(ref)],
-                                followup=None, detail=f"internal error, reference {ref}")
+                reply = replace(
+                    first,
+                    outcome="error",
+                    lines=[*first.lines, messages.internal_error(ref)],
+                    followup=None,
+                    detail=f"internal error, reference {ref}",
+                )
             await self._record(ctx, raw, reply, started)
             return reply
 

@@ -532,9 +532,7 @@ class FakeLiveKit:
         self._add_dispatch(room, dispatch)
         return _copy(dispatch)  # jobs are still empty here
 
-    async def _list_dispatch(
-        self, req: ListAgentDispatchRequest, claims: Claims | None
-    ) -> ListAgentDispatchResponse:
+    async def _list_dispatch(self, req: ListAgentDispatchRequest, claims: Claims | None) -> ListAgentDispatchResponse:
         self._ensure_admin(claims, req.room)
         room = self._rooms.get(req.room)
         if room is None:
@@ -592,9 +590,7 @@ class FakeLiveKit:
         self.close_room(req.room)
         return DeleteRoomResponse()
 
-    async def _list_participants(
-        self, req: ListParticipantsRequest, claims: Claims | None
-    ) -> ListParticipantsResponse:
+    async def _list_participants(self, req: ListParticipantsRequest, claims: Claims | None) -> ListParticipantsResponse:
         self._ensure_admin(claims, req.room)
         room = self._rooms.get(req.room)
         if room is None:

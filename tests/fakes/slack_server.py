@@ -187,9 +187,7 @@ class FakeSlack:
 
         return await self._wait_until(found, timeout, describe)
 
-    async def wait_for_response(
-        self, count: int = 1, timeout: float = 5.0, url: str | None = None
-    ) -> ResponsePost:
+    async def wait_for_response(self, count: int = 1, timeout: float = 5.0, url: str | None = None) -> ResponsePost:
         def matching() -> list[ResponsePost]:
             return [r for r in self.responses if url is None or r.url == url]
 
@@ -234,9 +232,7 @@ class FakeSlack:
 
         return await self._wait_until(found, timeout, describe)
 
-    async def _wait_until(
-        self, predicate: Callable[[], T | None], timeout: float, describe: Callable[[], str]
-    ) -> T:
+    async def _wait_until(self, predicate: Callable[[], T | None], timeout: float, describe: Callable[[], str]) -> T:
         result = predicate()
         if result is not None:
             return result
@@ -263,9 +259,7 @@ class FakeSlack:
             raise RuntimeError("no open Socket Mode connection; await wait_socket_connected() first")
         return open_sockets[-1]
 
-    async def send_envelope(
-        self, type_: str, payload: dict[str, Any], *, accepts_response_payload: bool = True
-    ) -> str:
+    async def send_envelope(self, type_: str, payload: dict[str, Any], *, accepts_response_payload: bool = True) -> str:
         """Send an envelope (slash_commands, interactive, events_api, ...) on the newest connection."""
         envelope_id = str(uuid.uuid4())
         envelope: dict[str, Any] = {
@@ -281,9 +275,7 @@ class FakeSlack:
 
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask the client to reconnect, as Slack does now and then: it opens a new URL and connection."""
-        await self._newest_socket().send_json(
-            {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}}
-        )
+        await self._newest_socket().send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
 
     async def _handle_socket(self, request: web.Request) -> web.WebSocketResponse:
         # autoping=True answers the client's PINGs ("sdk-ping-pong:<t>" and aiohttp heartbeats) with a PONG

@@ -1,0 +1,171 @@
+"""The terminal: `dispatch-bot console`, `console -c`, `audit` and `serve`, run as the real program."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import getpass
+import io
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from dispatch_bot.bot.config import Settings
+from tests.conftest import SIGNING_SECRET, read_audit
+from tests.fakes.livekit_server import FakeLiveKit
+from tests.fakes.slack_requests import signed_headers, slash_command_body
+from tests.fakes.slack_server import FakeSlack
+
+CLI = [sys.executable, "-m", "dispatch_bot.bot.cli"]
+
+
+def bot_env(settings: Settings, config: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "LIVEKIT_", "DISPATCH_BOT_"))}
+    env.update(
+        {
+            "DISPATCH_BOT_CONFIG": str(config),
+            "LIVEKIT_URL": settings.livekit_url,
+            "SLACK_API_URL": settings.slack_api_url,
+            "DISPATCH_BOT_DB": settings.database,
+            "SLACK_BOT_TOKEN": settings.slack_bot_token,
+            "SLACK_SIGNING_SECRET": settings.slack_signing_secret,
+        }
+    )
+    return env
+
+
+async def run_cli(args: list[str], env: dict[str, str], stdin: str = "") -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_one_shot_dispatch_prints_the_result_and_the_follow_up(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit
+) -> None:
+    settings = make_settings()
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+    code, out, err = await run_cli(
+        ["console", "-c", "captions my-room"], bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    )
+    user = f"cli:{getpass.getuser()}"
+    assert code == 0, err
+    assert f"{user} sent speech-processing (captions) into my-room (dispatch `AD_" in out
+    assert "The agent joined as `agent-" in out
+    assert "stop: stop AD_" in out
+    assert "Traceback" not in out + err
+    rows = read_audit(Path(settings.database))
+    assert [(r["source"], r["user_id"], r["action"], r["outcome"]) for r in rows] == [
+        ("cli", user, "dispatch", "ok"),
+        ("cli", user, "followup", "ok"),
+    ]
+
+
+async def test_one_shot_exit_status_is_non_zero_for_bad_input_and_errors(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    code, out, _ = await run_cli(["console", "-c", "captions"], env)
+    assert code == 1
+    assert "Give an agent and a room." in out and "Usage:" in out
+    env["LIVEKIT_URL"] = "http://127.0.0.1:9"
+    code, out, err = await run_cli(["console", "-c", "list my-room"], env)
+    assert code == 1
+    assert "Cannot reach the LiveKit server at http://127.0.0.1:9" in out
+    assert "Traceback" not in out + err
+    assert livekit.requests == []
+
+
+async def test_interactive_console(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    livekit.add_room("my-room", agents=["speech-processing"])
+    code, out, _ = await run_cli(["console"], env, stdin="help\nlist my-room\nquit\n")
+    assert code == 0
+    assert "list <room>" in out
+    assert "my-room: 1 dispatch, 1 participant." in out
+    assert out.count("dispatch> ") == 3
+
+
+async def test_audit_command_prints_table_csv_and_jsonl(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    for text in ("help", "list my-room", "captions"):
+        await run_cli(["console", "-c", text], env)
+    code, out, _ = await run_cli(["audit", "--limit", "2"], env)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["id", "time"] and len(lines) == 3
+    assert "invalid" in lines[1] and "list" in lines[2]
+    code, out, _ = await run_cli(["audit", "--format", "csv"], env)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["action"] for r in rows] == ["dispatch", "list", "help"]
+    assert rows[0]["hash"] and rows[0]["prev_hash"] == rows[1]["hash"]
+    code, out, _ = await run_cli(["audit", "--format", "jsonl", "--limit", "1"], env)
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert (row["raw_text"], row["outcome"]) == ("captions", "invalid")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_http_answers_signed_commands_and_stops_on_sigterm(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "serve",
+        "--http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):  # wait for the port to open, at most ~10 s
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.05)
+            response_url = slack.new_response_url()
+            body = slash_command_body("list my-room", response_url=response_url)
+            async with http.post(
+                f"http://127.0.0.1:{port}/slack/events",
+                data=body,
+                headers=signed_headers(body, SIGNING_SECRET),
+            ) as resp:
+                assert resp.status == 200
+        posted = await slack.wait_for_response(url=response_url)
+        assert "*my-room* is not running" in posted.body["text"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert "xoxb-test-token" not in err.decode() and SIGNING_SECRET not in err.decode()
