@@ -17,10 +17,10 @@ request as soon as the previous one is answered). Two targets get the same load:
         `web.Application` on port 0), whose /dispatch listener only calls `await ack()`.
 
 The commands cycle through three kinds, each with its own response_url from FakeSlack:
-`list my-room` (reply on the response_url), `captions my-room` (a dispatch that finds the agent already there:
-a "noop" reply on the response_url) and `captions <fresh room>` (a real CreateDispatch: chat.postMessage, then
-a follow-up that polls LiveKit until the registered worker's agent joins, then chat.update). Both targets get
-the same bodies.
+`list my-room` (reply on the response_url), `captions my-room` (a dispatch that finds the agent already in
+the room, which starts with it: a "noop" reply on the response_url) and `captions <fresh room>` (a real
+CreateDispatch: chat.postMessage, then a follow-up that polls LiveKit until the registered worker's agent
+joins, then chat.update). Both targets get the same bodies.
 
 Both servers and both stand-ins run in this process's event loop; the load generator runs in a separate
 process with its own event loop (pass `--same-process` to run it in the servers' loop instead). Targets
@@ -110,6 +110,7 @@ class Fired:
     bad: int  # answers that were not 200 with the expected body
     failed: int  # requests with no answer (connection error or timeout)
     first_problem: str = ""
+    settle: float = 0.0  # bot only: seconds from the last ack until every reply and follow-up was done
 
 
 async def fire(job: Job) -> Fired:
@@ -325,8 +326,11 @@ async def open_stack() -> AsyncIterator[Stack]:
             FakeLiveKit(job_delay=0.02, unavailable_delay=0.05) as livekit,
             FakeSlack(bot_token=BOT_TOKEN) as slack,
         ):
-            livekit.add_room(ROOM)
+            # The agent is already in my-room, so `captions my-room` is a deterministic noop. (Were it not,
+            # concurrent `captions my-room` commands would each create a dispatch: check-then-create race.)
             livekit.register_worker(AGENT)
+            livekit.add_room(ROOM, agents=[AGENT])
+            await livekit.wait_for(lambda: any(d.state.jobs for d in livekit.dispatches(ROOM)))
             config = Path(tmp) / "dispatch-bot.yaml"
             config.write_text(CONFIG_YAML)
             env = {
@@ -365,6 +369,7 @@ class RoundResult:
     throughput_rps: float
     bad: int
     failed: int
+    settle_s: float
 
 
 def summarize(target: str, number: int, fired: Fired) -> RoundResult:
@@ -380,6 +385,7 @@ def summarize(target: str, number: int, fired: Fired) -> RoundResult:
         throughput_rps=len(ms) / fired.wall,
         bad=fired.bad,
         failed=fired.failed,
+        settle_s=fired.settle,
     )
 
 
@@ -399,7 +405,9 @@ async def run_bench(
             job = Job(stack.bot_url + "/slack/events", shots, concurrency, BOT_ACK_MARK)
             stack.sent_to_bot += count
             fired = await generator.run(job)
+            started = time.perf_counter()
             await stack.settle()
+            fired.settle = time.perf_counter() - started
             return fired
 
         targets: list[tuple[str, Callable[[int], Awaitable[Fired]]]] = [("bare", bare), ("bot", bot)]
@@ -466,12 +474,14 @@ def table(report: dict[str, Any]) -> str:
         f"load generator: {env['load_generator']}; {env['servers']}; {env['cpus']} CPUs, "
         f"Python {env['python']}, slack_bolt {env['slack_bolt']}",
         "",
-        f"{'target':<8}{'round':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'req/s':>10}{'errors':>8}",
+        f"{'target':<8}{'round':>6}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'req/s':>10}{'errors':>8}"
+        f"{'settle s':>10}",
     ]
     for r in report["rounds"]:
+        settle = f"{r['settle_s']:>10.2f}" if r["target"] == "bot" else ""
         lines.append(
             f"{r['target']:<8}{r['round']:>6}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}"
-            f"{r['max_ms']:>10.1f}{r['throughput_rps']:>10.0f}{r['bad'] + r['failed']:>8}"
+            f"{r['max_ms']:>10.1f}{r['throughput_rps']:>10.0f}{r['bad'] + r['failed']:>8}{settle}"
         )
     lines.append("")
     for name in ("bare", "bot"):
@@ -494,6 +504,7 @@ def table(report: dict[str, Any]) -> str:
         f"{'met' if met['bot_p50_at_most_1.5x_bare'] else 'MISSED'} ({q['p50_ms']:.2f}x)",
         f"bot audit rows: {report['bot_audit_rows']} for {report['bot_commands_sent']} commands "
         "(one per command, one more per finished follow-up)",
+        "settle s: time from a bot round's last ack until all its replies and follow-ups were done",
     ]
     errors = report["errors"]
     if errors["bad_acks"] or errors["failed_requests"]:

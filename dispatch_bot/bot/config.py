@@ -41,7 +41,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "followup_interval": "duration",
     },
     "audit": {"database": "file path"},
-    "agents": {"openvidu_config_dir": "folder", "aliases": "mapping alias -> agent"},
+    "agents": {"openvidu_config_dir": "folder", "aliases": "mapping alias -> agent", "reload_interval": "duration"},
 }
 
 
@@ -65,6 +65,7 @@ class Settings:
     followup_interval: float = 1.0
     database: str = "dispatch-audit.db"
     openvidu_agents_dir: str = ""
+    catalog_reload_interval: float = 2.0
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
 
     def command_settings(self) -> CommandSettings:
@@ -74,6 +75,17 @@ class Settings:
             followup_interval=self.followup_interval,
             slash_command=self.slack_command,
         )
+
+    def check_aliases(self, known_agents: set[str], folder: str) -> None:
+        """Configured aliases must point at agents the catalog knows (the built-in `captions` is exempt)."""
+        for alias, target in sorted(self.aliases.items()):
+            if DEFAULT_ALIASES.get(alias) == target or target in known_agents:
+                continue
+            known = ", ".join(sorted(known_agents)) or "none"
+            raise ConfigError(
+                f"agents.aliases: {alias} points at {target}, which is not in the agent catalog {folder} "
+                f"(its agents: {known}); fix the alias or add agent-{target}.yaml."
+            )
 
     def require_slack(self, http: bool) -> None:
         """The settings `serve` needs; raises ConfigError naming the first one missing."""
@@ -218,5 +230,6 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         followup_interval=_seconds(livekit.get("followup_interval", "1s"), "livekit.followup_interval"),
         database=pick("DISPATCH_BOT_DB", audit, "database", "dispatch-audit.db"),
         openvidu_agents_dir=pick("OPENVIDU_AGENTS_DIR", agents, "openvidu_config_dir", ""),
+        catalog_reload_interval=_seconds(agents.get("reload_interval", "2s"), "agents.reload_interval"),
         aliases=aliases,
     )

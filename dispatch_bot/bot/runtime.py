@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..commands.context import CommandContext
 from ..commands.ports import Actor
 from ..commands.runner import CommandRunner
+from .agent_catalog import AgentCatalog
 from .audit_store import AuditStore
 from .config import Settings
 from .livekit_gateway import LiveKitGateway
 
+log = logging.getLogger(__name__)
+
 
 class Runtime:
-    def __init__(self, settings: Settings, gateway: LiveKitGateway, audit: AuditStore) -> None:
+    def __init__(
+        self, settings: Settings, gateway: LiveKitGateway, audit: AuditStore, catalog: AgentCatalog | None = None
+    ) -> None:
         self.settings = settings
+        self.catalog = catalog
         self.gateway = gateway
         self.audit = audit
         self.runner = CommandRunner(audit)
@@ -20,6 +28,14 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
+        catalog = None
+        if settings.openvidu_agents_dir:
+            catalog = AgentCatalog(settings.openvidu_agents_dir, check_interval=settings.catalog_reload_interval)
+            snapshot = catalog.snapshot()
+            if snapshot.read_ok:
+                settings.check_aliases(set(snapshot.agents), snapshot.folder)
+            else:  # the bot still runs; every reply that could not check an agent says so
+                log.warning("%s", "; ".join(snapshot.problems))
         audit = await AuditStore.open(settings.database)
         gateway = LiveKitGateway(
             settings.livekit_url,
@@ -27,11 +43,11 @@ class Runtime:
             settings.livekit_api_secret,
             timeout=settings.request_timeout,
         )
-        return cls(settings, gateway, audit)
+        return cls(settings, gateway, audit, catalog)
 
     async def close(self) -> None:
         await self.gateway.aclose()
         await self.audit.close()
 
     def context(self, actor: Actor) -> CommandContext:
-        return CommandContext(backend=self.gateway, settings=self.command_settings, actor=actor)
+        return CommandContext(backend=self.gateway, settings=self.command_settings, actor=actor, catalog=self.catalog)

@@ -1,4 +1,4 @@
-"""What a subcommand runs with: the backend, the settings and who asked."""
+"""What a subcommand runs with: the backend, the agent catalog, the settings and who asked."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from . import messages
 from .grammar import GrammarError, check_agent, closest
-from .ports import Actor, CommandSettings, DispatchBackend
-from .reply import Mention
+from .ports import Actor, AgentCatalogView, AgentInfo, CatalogSnapshot, CommandSettings, DispatchBackend
+from .reply import Mention, Text
 
 # Subcommand words are reserved: they can never be agent names or aliases (PRODUCT.md §3).
 RESERVED_WORDS = ("list", "stop", "link", "audit", "agents", "rooms", "help")
@@ -22,10 +23,21 @@ class UsageError(GrammarError):
     """Input that does not fit the subcommand's usage line."""
 
 
+class Refusal(Exception):
+    """Well-formed input the bot will not act on, with the explanation to show (audited as `invalid`)."""
+
+    def __init__(self, lines: list[Text], detail: str) -> None:
+        super().__init__(detail)
+        self.lines = lines
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class ResolvedAgent:
     name: str
     alias: str = ""
+    info: AgentInfo | None = None  # what the catalog says, when there is a catalog and it knows the agent
+    warning: Text | None = None  # shown with the result when the agent could not be checked
 
 
 @dataclass
@@ -33,6 +45,7 @@ class CommandContext:
     backend: DispatchBackend
     settings: CommandSettings
     actor: Actor
+    catalog: AgentCatalogView | None = None
     now: Callable[[], datetime] = field(default=utcnow)
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)
@@ -44,19 +57,60 @@ class CommandContext:
     def who(self) -> Mention:
         return Mention(self.actor.user_id, self.actor.user_name or self.actor.user_id)
 
-    def known_agents(self) -> set[str]:
-        return set(self.settings.aliases) | set(self.settings.aliases.values())
+    def catalog_snapshot(self) -> CatalogSnapshot | None:
+        return self.catalog.snapshot() if self.catalog is not None else None
 
-    def resolve_agent(self, word: str) -> ResolvedAgent:
-        """An alias or a well-formed agent name; a near miss of a known one is refused with a suggestion."""
+    def known_agents(self) -> set[str]:
+        snapshot = self.catalog_snapshot()
+        names = set(self.settings.aliases) | set(self.settings.aliases.values())
+        if snapshot is not None and snapshot.read_ok:
+            names |= set(snapshot.agents)
+        return names
+
+    def aliases_of(self, name: str) -> list[str]:
+        return sorted(alias for alias, target in self.settings.aliases.items() if target == name)
+
+    def resolve_agent(self, word: str, *, require_known: bool = True) -> ResolvedAgent:
+        """An alias or a well-formed agent name, checked against the catalog when there is one.
+
+        A near miss of a known name is refused with a suggestion; with a catalog, so is any unknown name
+        (unless `require_known` is False, for stopping what may have been dispatched before).
+        """
         if word.lower() in RESERVED_WORDS:
             raise GrammarError(f"{word} is a subcommand, so it cannot be an agent name.")
-        if word in self.settings.aliases:
-            return ResolvedAgent(self.settings.aliases[word], alias=word)
-        check_agent(word)
-        known = self.known_agents()
-        if word not in known:
-            near = closest(word, known, cutoff=0.8)
-            if near:
-                raise GrammarError(f"There is no agent called {word}. Did you mean {near}?")
-        return ResolvedAgent(word)
+        alias = word if word in self.settings.aliases else ""
+        name = self.settings.aliases[word] if alias else check_agent(word)
+        snapshot = self.catalog_snapshot()
+        if snapshot is None or not snapshot.read_ok:
+            if not alias and name not in self.known_agents():
+                near = closest(name, self.known_agents(), cutoff=0.8)
+                if near:
+                    raise GrammarError(f"There is no agent called {name}. Did you mean {near}?")
+            warning = None
+            if snapshot is not None:
+                problem = snapshot.problems[0] if snapshot.problems else "not read yet"
+                warning = messages.catalog_unreadable(problem, name)
+            return ResolvedAgent(name, alias, warning=warning)
+        info = snapshot.agents.get(name)
+        if info is None and require_known:
+            if alias:
+                raise Refusal(
+                    messages.alias_target_unknown(alias, name, snapshot.folder),
+                    f"alias {alias} points at {name}, which is not in the catalog",
+                )
+            near = closest(name, self.known_agents(), cutoff=0.6)
+            raise Refusal(messages.unknown_agent(name, near, snapshot.folder), f"unknown agent {name}")
+        return ResolvedAgent(name, alias, info=info)
+
+
+def check_dispatchable(agent: ResolvedAgent) -> None:
+    """Refuse a named dispatch that the agent's own config file says cannot reach it."""
+    info = agent.info
+    if info is None:
+        return
+    if info.enabled is False:
+        raise Refusal(messages.agent_disabled(info), "agent disabled (enabled: false)")
+    if info.name_mismatch:
+        raise Refusal(messages.agent_name_mismatch(info), f"agent_name {info.declared_name} disagrees with file name")
+    if info.automatic_only:
+        raise Refusal(messages.agent_automatic(info), "agent in processing: automatic")

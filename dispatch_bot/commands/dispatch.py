@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from . import messages
-from .context import CommandContext, ResolvedAgent, UsageError
+from .context import CommandContext, ResolvedAgent, UsageError, check_dispatchable
 from .grammar import check_metadata, check_room, parse_args, shorten
 from .ports import BackendError, DispatchInfo, RoomInfo
 from .reply import Button, Outcome, Reply, Text
@@ -50,17 +50,20 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     if len(parsed.positionals) > 2:
         raise UsageError("Give one agent and one room; put spaces in --metadata inside quotes.")
     agent_word, room = parsed.positionals
-    agent = ctx.resolve_agent(agent_word)
     check_room(room)
     metadata = check_metadata(str(parsed.options.get("--metadata", "")))
     force = bool(parsed.options.get("--force"))
-    ctx.note(agent=agent.name, room=room)
+    ctx.note(room=room)
+    agent = ctx.resolve_agent(agent_word)
+    ctx.note(agent=agent.name)
+    check_dispatchable(agent)
     label = messages.agent_label(agent.name, agent.alias)
     base = Reply("ok", [], action="dispatch", agent=agent.name, room=room)
+    warnings = [agent.warning] if agent.warning else []
 
     if parsed.options.get("--dry-run"):
         request = {"agentName": agent.name, "room": room, "metadata": metadata}
-        base.lines = messages.dry_run(ctx.backend.url, json.dumps(request, ensure_ascii=False))
+        base.lines = [*messages.dry_run(ctx.backend.url, json.dumps(request, ensure_ascii=False)), *warnings]
         base.detail = "dry run: nothing sent"
         return base
 
@@ -72,12 +75,12 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
             ids = [d.id for d in existing]
             base.outcome = "noop"
             base.dispatch_id = ids[0]
-            base.lines = messages.already_there(label, room, ids, joined_as)
+            base.lines = [*messages.already_there(label, room, ids, joined_as), *warnings]
             base.detail = f"already dispatched: {', '.join(ids)}"
             return base
 
     created = await ctx.backend.create_dispatch(agent.name, room, metadata)
-    lines = [messages.dispatched(ctx.who, label, room, created.id)]
+    lines = [messages.dispatched(ctx.who, label, room, created.id), *warnings]
     detail = f"dispatched {created.id}" + (" (forced)" if force else "")
     if room_info is None:
         lines.append(await _room_created_line(ctx, room, created))
@@ -152,7 +155,9 @@ def _followup(
                 )
             if time.monotonic() >= deadline:
                 return result(
-                    "error", messages.not_joined(agent.name, timeout), f"no agent joined within {timeout:g} s"
+                    "error",
+                    messages.not_joined(agent.name, timeout, agent.info),
+                    f"no agent joined within {timeout:g} s",
                 )
             await asyncio.sleep(max(0.0, min(ctx.settings.followup_interval, deadline - time.monotonic())))
 

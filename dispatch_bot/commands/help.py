@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import messages
 from .context import CommandContext, UsageError
 from .grammar import closest
 from .reply import Reply, text
@@ -34,6 +35,10 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     lines = [text("*dispatch-bot* sends LiveKit agents into rooms and keeps an audit log of every command.")]
     for command in COMMANDS.values():
         lines.append(text("`{usage}`: {summary}", usage=f"{cmd} {command.usage}", summary=command.summary))
+    snapshot = ctx.catalog_snapshot()
+    if snapshot is not None and snapshot.read_ok:
+        reach = ", ".join(f"{name} ({messages.dispatch_reach(info)})" for name, info in sorted(snapshot.agents.items()))
+        lines.append(text("Agents: {reach}.", reach=reach or "none in the catalog"))
     lines.append(
         text(
             "Aliases: {aliases}.",

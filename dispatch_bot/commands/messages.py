@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .grammar import shorten
+from .ports import AgentInfo
 from .reply import Mention, Text, text
 
 
@@ -101,25 +102,52 @@ def job_failed(error: str) -> Text:
     return text(":x: The agent's job failed: {error}", error=shorten(error, 200) or "no reason given")
 
 
-def not_joined(agent: str, seconds: float) -> list[Text]:
-    return [
+def not_joined(agent: str, seconds: float, info: AgentInfo | None = None) -> list[Text]:
+    lines = [
         text(
             ":warning: No agent joined within {s} s. The dispatch exists, but LiveKit started no job for it. "
             "Likely causes:",
             s=f"{seconds:g}",
         ),
-        text(
-            "• no agent worker is registered under the name `{agent}` (is its container running? "
-            "a worker that starts later never picks up this dispatch);",
-            agent=agent,
-        ),
-        text(
-            "• the agent runs in `processing: automatic`, so it registers with no name and only joins new "
-            "rooms by itself;"
-        ),
-        text("• the agent is disabled (`enabled: false`) or its node is above its CPU `load_threshold`."),
+    ]
+    if info is not None and info.enabled is None:
+        lines.append(
+            text(
+                "• {file} has no `enabled` key, so OpenVidu's agent manager does not run it; whatever "
+                "runs its container decides the name it registers under (a file mounted as "
+                "agent-config.yaml registers as `config`): check the agent's log;",
+                file=info.file,
+            )
+        )
+    elif info is not None:
+        lines.append(
+            text(
+                "• {file} says *{agent}* is enabled and manual, so its worker should register under "
+                "`{agent}`: its container may not be running yet (the image downloads in the background "
+                "after OpenVidu starts; `docker logs agent-{agent}` tells), and a worker that starts "
+                "later never picks up this dispatch;",
+                file=info.file,
+                agent=agent,
+            )
+        )
+    else:
+        lines += [
+            text(
+                "• no agent worker is registered under the name `{agent}` (is its container running? "
+                "a worker that starts later never picks up this dispatch);",
+                agent=agent,
+            ),
+            text(
+                "• the agent runs in `processing: automatic`, so it registers with no name and only joins new "
+                "rooms by itself;"
+            ),
+            text("• the agent is disabled (`enabled: false`);"),
+        ]
+    lines += [
+        text("• every worker under that name is busy: its node is above the agent's CPU `load_threshold`."),
         text("Fix the cause, then stop this dispatch and dispatch again."),
     ]
+    return lines
 
 
 def followup_unknown(sentence: str) -> Text:
@@ -226,3 +254,144 @@ def stop_not_running(room: str) -> Text:
 
 def stop_confirm(agent: str, room: str) -> Text:
     return text("Stop {agent} in {room}? The agent leaves the room.", agent=agent, room=room)
+
+
+# --- the agent catalog ---------------------------------------------------------------------------------------
+
+_RESTART = "restart OpenVidu (`sudo systemctl restart openvidu`; locally `docker compose restart`)"
+
+
+def catalog_unreadable(problem: str, agent: str) -> Text:
+    return text(
+        ":warning: The agent catalog could not be read ({problem}); {agent} was not checked against it.",
+        problem=problem,
+        agent=agent,
+    )
+
+
+def unknown_agent(name: str, near: str | None, folder: str) -> list[Text]:
+    hint = text(" Did you mean *{near}*?", near=near) if near else text("")
+    return [
+        text(
+            ":no_entry: There is no agent called *{name}* in the agent catalog ({folder})." + hint.template,
+            name=name,
+            folder=folder,
+            **hint.values,
+        ),
+        text("`/dispatch agents` lists the agents there are."),
+    ]
+
+
+def alias_target_unknown(alias: str, name: str, folder: str) -> list[Text]:
+    return [
+        text(
+            ":no_entry: *{alias}* is an alias of *{name}*, which is not in the agent catalog ({folder}).",
+            alias=alias,
+            name=name,
+            folder=folder,
+        ),
+        text("`/dispatch agents` lists the agents there are."),
+    ]
+
+
+def _sections(info: AgentInfo) -> str:
+    return ", ".join(s.section for s in info.services)
+
+
+def agent_disabled(info: AgentInfo) -> list[Text]:
+    return [
+        text(
+            ":no_entry: *{name}* is disabled (`enabled: false` in {file}): OpenVidu never starts its container, "
+            "so no agent would join.",
+            name=info.name,
+            file=info.file,
+        ),
+        text("Set `enabled: true` in {file} and " + _RESTART + ".", file=info.file),
+    ]
+
+
+def agent_automatic(info: AgentInfo) -> list[Text]:
+    section = info.services[0].section
+    return [
+        text(
+            ":no_entry: *{name}* runs in `processing: automatic` ({file}, {sections}): it already joins every new "
+            "room by itself and registers with no name, so a named dispatch would reach nobody.",
+            name=info.name,
+            file=info.file,
+            sections=_sections(info),
+        ),
+        text(
+            "To send it from here, set `{section}.processing: manual` in {file} and " + _RESTART + ".",
+            section=section,
+            file=info.file,
+        ),
+    ]
+
+
+def agent_name_mismatch(info: AgentInfo) -> list[Text]:
+    return [
+        text(
+            ":no_entry: {file} sets `agent_name: {declared}`, but its file name makes the agent *{name}*: "
+            "OpenVidu's agent stops at start when the two differ, so no agent would join.",
+            file=info.file,
+            declared=info.declared_name,
+            name=info.name,
+        ),
+        text(
+            "Remove `agent_name` from {file} or set it to `{name}`, then " + _RESTART + ".",
+            file=info.file,
+            name=info.name,
+        ),
+    ]
+
+
+def dispatch_reach(info: AgentInfo) -> str:
+    """Whether an explicit dispatch can reach the agent, in a few words."""
+    if info.enabled is False:
+        return "no: disabled (enabled: false)"
+    if info.name_mismatch:
+        return f"no: agent_name {info.declared_name} differs from the file name"
+    if info.automatic_only:
+        return "no: automatic, it joins every new room by itself"
+    if info.enabled is None:
+        return "yes, if its container runs (no `enabled` key: started outside OpenVidu's agent manager)"
+    return "yes"
+
+
+def agents_header(folder: str, count: int) -> Text:
+    return text("*Agents* in {folder} ({n}):", folder=folder, n=str(count))
+
+
+def agent_entry(info: AgentInfo, aliases: list[str]) -> Text:
+    services = (
+        "; ".join(f"{s.section}: {s.processing}" + (f" ({s.provider})" if s.provider else "") for s in info.services)
+        or "no AI service section"
+    )
+    enabled = {True: "enabled", False: "disabled", None: "no enabled key"}[info.enabled]
+    alias_text = f" (alias {', '.join(aliases)})" if aliases else ""
+    return text(
+        "• *{name}*{aliases} · {enabled} · {services} · explicit dispatch: {reach}",
+        name=info.name,
+        aliases=alias_text,
+        enabled=enabled,
+        services=services,
+        reach=dispatch_reach(info),
+    )
+
+
+def catalog_problem(problem: str) -> Text:
+    return text(":warning: {problem}", problem=problem)
+
+
+def no_catalog(aliases: str) -> list[Text]:
+    return [
+        text(
+            "No agent catalog is configured, so any well-formed agent name is accepted and nothing is checked "
+            "before a dispatch."
+        ),
+        text(
+            "Point OPENVIDU_AGENTS_DIR (or `agents.openvidu_config_dir`) at the folder with OpenVidu's "
+            "agent-*.yaml files to have every dispatch checked against them."
+        ),
+        text("Aliases: {aliases}.", aliases=aliases),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -110,3 +111,46 @@ class CommandSettings:
     followup_timeout: float = 20.0
     followup_interval: float = 1.0
     slash_command: str = "/dispatch"
+
+
+@dataclass(frozen=True)
+class AgentService:
+    """One AI service section of an OpenVidu agent file (e.g. `live_captions`)."""
+
+    section: str
+    processing: Literal["manual", "automatic"]
+    provider: str = ""
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """What an OpenVidu `agent-<name>.yaml` says about one agent."""
+
+    name: str
+    file: str
+    enabled: bool | None  # None: the file has no `enabled` key
+    services: tuple[AgentService, ...] = ()
+    declared_name: str = ""  # the file's own `agent_name` key, when it has one
+
+    @property
+    def name_mismatch(self) -> bool:
+        return bool(self.declared_name) and self.declared_name != self.name
+
+    @property
+    def automatic_only(self) -> bool:
+        """Every service runs automatically: the agent registers with no name and no named dispatch reaches it."""
+        return bool(self.services) and all(s.processing == "automatic" for s in self.services)
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """The agent catalog as last read: the agents, and a sentence for each file (or the folder) that failed."""
+
+    folder: str
+    agents: Mapping[str, AgentInfo] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    read_ok: bool = True  # False until the folder has been read successfully once
+
+
+class AgentCatalogView(Protocol):
+    def snapshot(self) -> CatalogSnapshot: ...

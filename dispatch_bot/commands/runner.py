@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from . import messages
-from .context import RESERVED_WORDS, CommandContext, UsageError
+from .context import RESERVED_WORDS, CommandContext, Refusal, UsageError
 from .grammar import GrammarError, closest, tokenize
 from .ports import AuditError, AuditRecord, AuditSink, BackendError
 from .registry import COMMANDS, Command
@@ -71,6 +71,15 @@ class CommandRunner:
                 reply = await command.run(ctx, args)
             except UsageError as exc:
                 reply = _invalid(ctx, str(exc), command)
+            except Refusal as exc:
+                reply = Reply(
+                    "invalid",
+                    exc.lines,
+                    action=command.name,
+                    agent=ctx.facts.get("agent", ""),
+                    room=ctx.facts.get("room", ""),
+                    detail=exc.detail,
+                )
         except GrammarError as exc:
             reply = _invalid(ctx, str(exc), _closest_command(tokens, ctx))
         except BackendError as exc:

@@ -21,7 +21,9 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     target, room = parsed.positionals
     check_room(room)
     by_id = is_dispatch_id(target)
-    agent = "" if by_id else ctx.resolve_agent(target).name
+    # An agent missing from the catalog may still have dispatches from before: look before refusing.
+    resolved = None if by_id else ctx.resolve_agent(target, require_known=False)
+    agent = resolved.name if resolved else ""
     ctx.note(agent=agent, room=room, dispatch_id=target if by_id else "")
     reply = Reply("ok", [], action="stop", agent=agent, room=room, dispatch_id=target if by_id else "")
 
@@ -46,6 +48,9 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     else:
         ids = [d.id for d in await ctx.backend.list_dispatches(room) if d.agent_name == agent]
         if not ids:
+            snapshot = ctx.catalog_snapshot()
+            if snapshot is not None and snapshot.read_ok and agent not in snapshot.agents:
+                ctx.resolve_agent(target)  # raises the catalog's refusal, with a suggestion
             reply.outcome = "noop"
             reply.lines = [messages.nothing_to_stop(agent, room)]
             reply.detail = "no dispatch to stop"
