@@ -7,6 +7,7 @@ import asyncio
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from ..commands.ports import AuditError
 from .audit_store import COLUMNS, AuditStore
 from .config import ConfigError, Settings, load_settings
 from .console import console
+from .log_redaction import configure_logging
 from .runtime import Runtime
 
 log = logging.getLogger("dispatch_bot")
@@ -46,9 +48,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("DISPATCH_BOT_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        print(f"dispatch-bot: DISPATCH_BOT_LOG_LEVEL is {level!r}; use DEBUG, INFO, WARNING or ERROR.", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(args.config)
+        configure_logging(
+            level,
+            [
+                settings.slack_bot_token,
+                settings.slack_app_token,
+                settings.slack_signing_secret,
+                settings.livekit_api_secret,
+            ],
+        )
         if args.command == "serve":
             http = args.http or not settings.slack_app_token
             settings.require_slack(http=http)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from ..commands.grammar import GrammarError, check_agent, parse_duration
 from ..commands.ports import CommandSettings
 
 DEFAULT_ALIASES = {"captions": "speech-processing"}
+DEFAULT_LINK_TEMPLATE = "https://meet.livekit.io/custom?liveKitUrl={ws_url}&token={token}"
+LINK_PLACEHOLDERS = ("ws_url", "token", "room", "identity")
 _COMMAND = re.compile(r"/[a-z0-9_-]{1,31}")
 
 # The file's shape: section -> key -> (what it holds, for messages).
@@ -41,6 +44,12 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "followup_interval": "duration",
     },
     "audit": {"database": "file path"},
+    "links": {
+        "url_template": "URL template",
+        "default_agents": "list of agents",
+        "default_ttl": "duration",
+        "max_ttl": "duration",
+    },
     "agents": {"openvidu_config_dir": "folder", "aliases": "mapping alias -> agent", "reload_interval": "duration"},
 }
 
@@ -67,6 +76,11 @@ class Settings:
     openvidu_agents_dir: str = ""
     catalog_reload_interval: float = 2.0
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    public_ws_url: str = "ws://localhost:7880"
+    link_url_template: str = DEFAULT_LINK_TEMPLATE
+    link_default_agents: tuple[str, ...] = ()
+    link_default_ttl: float = 3600.0
+    link_max_ttl: float = 12 * 3600.0
 
     def command_settings(self) -> CommandSettings:
         return CommandSettings(
@@ -74,6 +88,11 @@ class Settings:
             followup_timeout=self.followup_timeout,
             followup_interval=self.followup_interval,
             slash_command=self.slack_command,
+            link_url_template=self.link_url_template,
+            link_ws_url=self.public_ws_url,
+            link_default_agents=self.link_default_agents,
+            link_default_ttl=self.link_default_ttl,
+            link_max_ttl=self.link_max_ttl,
         )
 
     def check_aliases(self, known_agents: set[str], folder: str) -> None:
@@ -170,6 +189,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     slack = _section(data, "slack", source)
     livekit = _section(data, "livekit", source)
     audit = _section(data, "audit", source)
+    links = _section(data, "links", source)
     agents = _section(data, "agents", source)
 
     def pick(env_name: str | None, section: dict[str, Any], key: str, default: str) -> str:
@@ -215,7 +235,46 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"agents.aliases: {alias!r} is a subcommand word; pick another alias.")
         aliases[alias] = target
 
+    public_url = _str(livekit.get("public_url"), "livekit.public_url") or livekit_url
+    public = urlsplit(public_url)
+    if public.scheme not in ("http", "https", "ws", "wss") or not public.hostname:
+        raise ConfigError(f"livekit.public_url is {public_url!r}; it must be a URL like wss://openvidu.example.com.")
+    ws_url = public_url.replace("https://", "wss://", 1) if public.scheme == "https" else public_url
+    ws_url = ws_url.replace("http://", "ws://", 1) if public.scheme == "http" else ws_url
+
+    template = _str(links.get("url_template"), "links.url_template") or DEFAULT_LINK_TEMPLATE
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError:
+        raise ConfigError("links.url_template has an unmatched { or }; write {{ and }} for literal braces.") from None
+    unknown = sorted(f for f in fields if f not in LINK_PLACEHOLDERS)
+    if unknown:
+        raise ConfigError(
+            f"links.url_template has the unknown placeholder {{{unknown[0]}}}; the placeholders are "
+            + ", ".join(f"{{{p}}}" for p in LINK_PLACEHOLDERS)
+            + "."
+        )
+    if "token" not in fields:
+        raise ConfigError("links.url_template has no {token}: a join link without its token cannot join.")
+    default_agents = links.get("default_agents") or []
+    if not isinstance(default_agents, list):
+        raise ConfigError("links.default_agents must be a list of agent names, like [captions].")
+    for agent in default_agents:
+        try:
+            check_agent(str(agent))
+        except GrammarError as exc:
+            raise ConfigError(f"links.default_agents: {agent!r} is not a valid name. {exc}") from None
+    default_ttl = _seconds(links.get("default_ttl", "1h"), "links.default_ttl")
+    max_ttl = _seconds(links.get("max_ttl", "12h"), "links.max_ttl")
+    if default_ttl > max_ttl:
+        raise ConfigError("links.default_ttl is longer than links.max_ttl; make it shorter or raise the maximum.")
+
     return Settings(
+        public_ws_url=ws_url,
+        link_url_template=template,
+        link_default_agents=tuple(str(a) for a in default_agents),
+        link_default_ttl=default_ttl,
+        link_max_ttl=max_ttl,
         slack_command=command,
         slack_bot_token=pick("SLACK_BOT_TOKEN", slack, "bot_token", ""),
         slack_app_token=pick("SLACK_APP_TOKEN", slack, "app_token", ""),

@@ -15,16 +15,27 @@ from .runtime import Runtime
 PROMPT = "dispatch> "
 
 
-def cli_actor() -> Actor:
+def os_user() -> str:
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except Exception:
-        user = "unknown"
+        return "unknown"
+
+
+def cli_actor() -> Actor:
+    user = os_user()
     return Actor(source="cli", user_id=f"cli:{user}", user_name=f"cli:{user}")
 
 
+class ConsolePeople:
+    """In a terminal, a person's display name is their OS user name."""
+
+    async def display_name(self, user_id: str) -> str | None:
+        return os_user()
+
+
 async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:
-    reply = await runtime.runner.execute(runtime.context(cli_actor()), text)
+    reply = await runtime.runner.execute(runtime.context(cli_actor(), ConsolePeople()), text)
     print(to_text(reply), file=out, flush=True)
     if reply.followup is not None:
         first, reply = reply, await reply.followup()

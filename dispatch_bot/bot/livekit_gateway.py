@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Awaitable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -123,6 +123,21 @@ class LiveKitGateway:
 
     async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo:
         return _dispatch(await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room))
+
+    def mint_join_token(self, *, room: str, identity: str, name: str, ttl: timedelta, agents: Sequence[str]) -> str:
+        token = (
+            api.AccessToken(self._api_key, self._api_secret)
+            .with_identity(identity)
+            .with_name(name)
+            .with_ttl(ttl)
+            .with_grants(
+                api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
+            )
+        )
+        if agents:
+            # Only agentName (and metadata) is set: an older server rejects the whole token over a field it lacks.
+            token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=a) for a in agents]))
+        return token.to_jwt()
 
     async def _call(self, call: Awaitable[T], room: str) -> T:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..commands.context import CommandContext
-from ..commands.ports import Actor
+from ..commands.ports import Actor, PeopleDirectory
 from ..commands.runner import CommandRunner
 from .agent_catalog import AgentCatalog
 from .audit_store import AuditStore
@@ -49,5 +49,7 @@ class Runtime:
         await self.gateway.aclose()
         await self.audit.close()
 
-    def context(self, actor: Actor) -> CommandContext:
-        return CommandContext(backend=self.gateway, settings=self.command_settings, actor=actor, catalog=self.catalog)
+    def context(self, actor: Actor, people: PeopleDirectory | None = None) -> CommandContext:
+        return CommandContext(
+            backend=self.gateway, settings=self.command_settings, actor=actor, catalog=self.catalog, people=people
+        )

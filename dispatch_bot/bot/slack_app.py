@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,6 +43,32 @@ class _Delivered:
         self.ts = ts
 
 
+class SlackPeople:
+    """Display names from users.info, cached; None when Slack cannot say (the caller falls back)."""
+
+    def __init__(self, client: AsyncWebClient, ttl: float = 3600.0) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def display_name(self, user_id: str) -> str | None:
+        cached = self._cache.get(user_id)
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            response = await self._client.users_info(user=user_id)
+        except Exception as exc:
+            log.info("users.info failed for %s (%s); using the user name from the request", user_id, _why(exc))
+            return None
+        user = response.get("user") or {}
+        profile = user.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or user.get("real_name") or user.get("name")
+        if not name:
+            return None
+        self._cache[user_id] = (time.monotonic(), str(name))
+        return str(name)
+
+
 class SlackTransport:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -57,6 +84,8 @@ class SlackTransport:
         self.app.command(settings.slack_command)(self._on_command)
         self.app.action("dispatch_stop")(self._on_button)
         self.app.action("dispatch_refresh")(self._on_button)
+        self.app.action("join_link")(self._on_link_opened)
+        self.people = SlackPeople(self.client)
         self.followups: set[asyncio.Task[None]] = set()
 
     def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
@@ -102,8 +131,11 @@ class SlackTransport:
         # The button carries a command; running it as the presser re-checks everything for that person.
         await self._run(actor, str(action.get("value", "")), respond)
 
+    async def _on_link_opened(self, ack: AsyncAck) -> None:
+        await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
+
     async def _run(self, actor: Actor, text: str, respond: AsyncRespond) -> None:
-        reply = await self.runtime.runner.execute(self.runtime.context(actor), text)
+        reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
         where = await self._deliver(reply, actor, respond)
         if reply.followup is not None:
             task = asyncio.create_task(self._follow_up(reply, actor, respond, where))

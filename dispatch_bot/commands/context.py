@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 
 from . import messages
 from .grammar import GrammarError, check_agent, closest
-from .ports import Actor, AgentCatalogView, AgentInfo, CatalogSnapshot, CommandSettings, DispatchBackend
+from .ports import (
+    Actor,
+    AgentCatalogView,
+    AgentInfo,
+    CatalogSnapshot,
+    CommandSettings,
+    DispatchBackend,
+    PeopleDirectory,
+)
 from .reply import Mention, Text
 
 # Subcommand words are reserved: they can never be agent names or aliases (PRODUCT.md §3).
@@ -46,6 +54,7 @@ class CommandContext:
     settings: CommandSettings
     actor: Actor
     catalog: AgentCatalogView | None = None
+    people: PeopleDirectory | None = None
     now: Callable[[], datetime] = field(default=utcnow)
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)

@@ -395,3 +395,44 @@ def no_catalog(aliases: str) -> list[Text]:
         ),
         text("Aliases: {aliases}.", aliases=aliases),
     ]
+
+
+# --- join links ------------------------------------------------------------------------------------------------
+
+
+def link_ready(room: str, name: str, identity: str, expires_at: datetime, ttl: str, agents: list[str]) -> Text:
+    bring = f", bringing {', '.join(agents)}" if agents else ""
+    return text(
+        ":link: Your join link for *{room}*{bring}: you join as *{name}* (identity `{identity}`). It works for {ttl}, "
+        "until {at} UTC. It is a credential: only you can see it here; do not share it.",
+        room=room,
+        bring=bring,
+        name=name,
+        identity=identity,
+        ttl=ttl,
+        at=expires_at.strftime("%Y-%m-%d %H:%M"),
+    )
+
+
+def link_room_running(room: str) -> Text:
+    return text(
+        "*{room}* is already running, so LiveKit would ignore the agents in the link's token (it applies them only "
+        "when a join creates the room). The bot dispatched them through the API instead:",
+        room=room,
+    )
+
+
+def link_agent_dispatched(agent: str, dispatch_id: str) -> Text:
+    return text("• *{agent}*: dispatched now (dispatch `{id}`).", agent=agent, id=dispatch_id)
+
+
+def link_agent_already_there(agent: str, dispatch_id: str) -> Text:
+    return text("• *{agent}*: already dispatched (dispatch `{id}`); nothing was added.", agent=agent, id=dispatch_id)
+
+
+def link_room_not_running(room: str, agents: list[str]) -> Text:
+    return text(
+        "*{room}* is not running: your connection will create it, and then {agents} join with you.",
+        room=room,
+        agents=", ".join(agents),
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 JobStatus = Literal["pending", "running", "success", "failed", "cancelled"]
@@ -69,6 +69,16 @@ class DispatchBackend(Protocol):
     async def create_dispatch(self, agent_name: str, room: str, metadata: str) -> DispatchInfo: ...
     async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo: ...
 
+    def mint_join_token(self, *, room: str, identity: str, name: str, ttl: timedelta, agents: Sequence[str]) -> str:
+        """A token to join `room` only, whose room configuration dispatches `agents` when the join creates it."""
+        ...
+
+
+class PeopleDirectory(Protocol):
+    async def display_name(self, user_id: str) -> str | None:
+        """The person's display name, or None when it cannot be had."""
+        ...
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -111,6 +121,11 @@ class CommandSettings:
     followup_timeout: float = 20.0
     followup_interval: float = 1.0
     slash_command: str = "/dispatch"
+    link_url_template: str = "https://meet.livekit.io/custom?liveKitUrl={ws_url}&token={token}"
+    link_ws_url: str = "ws://localhost:7880"
+    link_default_agents: tuple[str, ...] = ()
+    link_default_ttl: float = 3600.0
+    link_max_ttl: float = 12 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 Visibility = Literal["ephemeral", "in_channel"]
@@ -63,6 +64,15 @@ class Button:
     confirm: Text | None = None
 
 
+@dataclass(frozen=True)
+class JoinLink:
+    """A join link. It is a credential: shown only to the person who asked, never logged, never audited."""
+
+    url: str = field(repr=False)
+    label: str = "Join"
+    expires_at: datetime | None = None
+
+
 @dataclass
 class Reply:
     """What one command produced: the message and the facts its audit row records."""
@@ -76,6 +86,7 @@ class Reply:
     dispatch_id: str = ""
     detail: str = ""
     buttons: list[Button] = field(default_factory=list)
+    link: JoinLink | None = None
     # Runs after the reply is shown; returns the updated reply (already audited).
     followup: Callable[[], Awaitable[Reply]] | None = None
 
