@@ -6,23 +6,24 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from ..commands.ports import AuditError, AuditRecord
+from ..commands.ports import AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
+MORE_CAP = 10_000  # counting further than this for "N more match" is not worth a scan
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     id           INTEGER PRIMARY KEY,
-    ts           TEXT    NOT NULL,   -- UTC, ISO 8601 with microseconds
+    ts           TEXT    NOT NULL,   -- UTC, ISO 8601 with microseconds; grows with id
     source       TEXT    NOT NULL,   -- slack | cli
     team_id      TEXT    NOT NULL DEFAULT '',
     channel_id   TEXT    NOT NULL DEFAULT '',
@@ -43,30 +44,19 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent, id);
 CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id);
+CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 # The columns a row's hash covers, in this order; with `id` in it, rows cannot be swapped unnoticed.
 HASHED_COLUMNS = (
-    "id",
-    "ts",
-    "source",
-    "team_id",
-    "channel_id",
-    "channel_name",
-    "user_id",
-    "user_name",
-    "raw_text",
-    "action",
-    "agent",
-    "room",
-    "dispatch_id",
-    "outcome",
-    "detail",
-    "duration_ms",
-)
+    "id", "ts", "source", "team_id", "channel_id", "channel_name", "user_id", "user_name", "raw_text",
+    "action", "agent", "room", "dispatch_id", "outcome", "detail", "duration_ms",
+)  # fmt: skip
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
+_INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 
 
 def row_hash(prev_hash: str, content: dict[str, Any]) -> str:
@@ -75,45 +65,59 @@ def row_hash(prev_hash: str, content: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
-class AuditRow:
-    id: int
-    ts: str
-    source: str
-    team_id: str
-    channel_id: str
-    channel_name: str
-    user_id: str
-    user_name: str
-    raw_text: str
-    action: str
-    agent: str
-    room: str
-    dispatch_id: str
-    outcome: str
-    detail: str
-    duration_ms: int
-    prev_hash: str
-    hash: str
+class VerifyResult:
+    rows: int
+    first_id: int | None
+    broken_id: int | None = None
+    problem: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def intact(self) -> bool:
+        return self.broken_id is None and not self.problem
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: int
+    anchor_id: int | None
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc).split("\n")[0][:200] or type(exc).__name__
+    text = str(exc).split("\n")[0][:200] or type(exc).__name__
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return f"{text} (another program holds it; try again)"
+    return text
+
+
+def _where(query: AuditQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("room", query.room), ("agent", query.agent), ("user_id", query.user_id),
+                          ("outcome", query.outcome)):  # fmt: skip
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.since is not None:
+        # ts grows with id, so the time bound becomes an id bound that every (column, id) index can range over.
+        clauses.append("id >= (SELECT COALESCE(MIN(id), 1 << 62) FROM audit WHERE ts >= ?)")
+        params.append(query.since.astimezone(UTC).isoformat(timespec="microseconds"))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 class AuditStore:
-    """Append-only audit log. One connection, one writer: rows form a single linear hash chain."""
+    """Append-only audit log. Each append reads the chain's tip inside its own write transaction, so rows from
+    concurrent commands, or from two processes sharing the file, form one linear hash chain."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, last_hash: str) -> None:
+    def __init__(self, path: Path, db: aiosqlite.Connection, now: Callable[[], datetime] | None = None) -> None:
         self.path = path
         self._db = db
-        self._last_hash = last_hash
+        self._now = now or (lambda: datetime.now(UTC))
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | Path, *, synchronous: str = "FULL") -> AuditStore:
+    async def open(
+        cls, path: str | Path, *, synchronous: str = "FULL", now: Callable[[], datetime] | None = None
+    ) -> AuditStore:
         path = Path(path)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
@@ -121,22 +125,19 @@ class AuditStore:
             raise AuditError(f"Cannot open the audit database {path}: {_describe(exc)}.") from None
         try:
             await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
+            async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+                mode = await cursor.fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                raise sqlite3.OperationalError("it cannot be switched to WAL mode")
             await db.execute(f"PRAGMA synchronous = {synchronous}")
             await db.executescript(_SCHEMA)
             await db.execute(
-                "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
+                "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
-            async with db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1") as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                async with db.execute("SELECT value FROM audit_meta WHERE key = 'anchor_hash'") as cursor:
-                    row = await cursor.fetchone()
         except (sqlite3.Error, OSError) as exc:
             await db.close()
             raise AuditError(f"The audit database {path} cannot be used: {_describe(exc)}.") from None
-        return cls(path, db, row[0] if row else GENESIS_HASH)
+        return cls(path, db, now)
 
     async def close(self) -> None:
         await self._db.close()
@@ -145,52 +146,71 @@ class AuditStore:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
         actor = entry.actor
         content: dict[str, Any] = {
-            "source": actor.source,
-            "team_id": actor.team_id,
-            "channel_id": actor.channel_id,
-            "channel_name": actor.channel_name,
-            "user_id": actor.user_id,
-            "user_name": actor.user_name,
-            "raw_text": entry.raw_text,
-            "action": entry.action,
-            "agent": entry.agent,
-            "room": entry.room,
-            "dispatch_id": entry.dispatch_id,
-            "outcome": entry.outcome,
-            "detail": entry.detail,
+            "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
+            "channel_name": actor.channel_name, "user_id": actor.user_id, "user_name": actor.user_name,
+            "raw_text": entry.raw_text, "action": entry.action, "agent": entry.agent, "room": entry.room,
+            "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
             "duration_ms": entry.duration_ms,
-        }
+        }  # fmt: skip
         async with self._write_lock:
-            content["ts"] = datetime.now(UTC).isoformat(timespec="microseconds")  # in id order
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    async with self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM audit") as cursor:
-                        row = await cursor.fetchone()
-                    content["id"] = int(row[0]) if row else 1
-                    content["prev_hash"] = self._last_hash
-                    content["hash"] = row_hash(self._last_hash, content)
-                    await self._db.execute(
-                        f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                        [content[c] for c in COLUMNS],
-                    )
+                    tip_id, tip_hash = await self._tip()
+                    content["id"] = tip_id + 1
+                    content["ts"] = self._now().astimezone(UTC).isoformat(timespec="microseconds")  # in id order
+                    content["prev_hash"] = tip_hash
+                    content["hash"] = row_hash(tip_hash, content)
+                    await self._db.execute(_INSERT, [content[c] for c in COLUMNS])
                     await self._db.execute("COMMIT")
                 except BaseException:
-                    await self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
                     raise
             except (sqlite3.Error, OSError) as exc:
                 raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
-            self._last_hash = content["hash"]
             return int(content["id"])
 
-    async def newest(self, limit: int = 20) -> list[AuditRow]:
-        return [row async for row in self.rows(limit=limit, newest_first=True)]
+    async def _tip(self) -> tuple[int, str]:
+        """The last row's id and hash; after a prune of everything, the anchor."""
+        async with self._db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1") as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            return int(row[0]), str(row[1])
+        anchor = await self._meta("anchor_hash")
+        anchor_id = await self._meta("anchor_id")
+        return (int(anchor_id) if anchor_id else 0), (anchor or GENESIS_HASH)
 
-    async def rows(self, *, limit: int | None = None, newest_first: bool = False) -> AsyncIterator[AuditRow]:
-        """Rows streamed from the database, not built in memory."""
-        order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {', '.join(COLUMNS)} FROM audit ORDER BY id {order}"
-        params: list[Any] = []
+    async def _meta(self, key: str) -> str | None:
+        async with self._db.execute("SELECT value FROM audit_meta WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    async def newest(self, limit: int = 20) -> list[AuditRow]:
+        return (await self.query(AuditQuery(limit=limit))).rows
+
+    async def query(self, query: AuditQuery) -> AuditPage:
+        """The newest `limit` rows matching, and how many more match."""
+        where, params = _where(query)
+        try:
+            async with self._db.execute(f"{_SELECT}{where} ORDER BY id DESC LIMIT ?", [*params, query.limit]) as cur:
+                rows = [AuditRow(*r) async for r in cur]
+            more = 0
+            if len(rows) == query.limit:
+                sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM audit{where} ORDER BY id DESC LIMIT ? OFFSET ?)"
+                async with self._db.execute(sql, [*params, MORE_CAP + 1, query.limit]) as cur:
+                    counted = await cur.fetchone()
+                more = int(counted[0]) if counted else 0
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        return AuditPage(rows, min(more, MORE_CAP), more > MORE_CAP)
+
+    async def rows(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[AuditRow]:
+        """Matching rows, newest first, streamed from the database rather than built in memory."""
+        where, params = _where(query or AuditQuery())
+        sql = f"{_SELECT}{where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -200,3 +220,60 @@ class AuditStore:
                     yield AuditRow(*row)
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+
+    # --- integrity and retention ----------------------------------------------------------------------------
+
+    async def verify(self) -> VerifyResult:
+        """Walk the chain from its anchor; name the first row whose content or link is wrong."""
+        try:
+            anchor_id_text = await self._meta("anchor_id")
+            expected_prev = await self._meta("anchor_hash") or GENESIS_HASH
+            expected_id = (int(anchor_id_text) if anchor_id_text else 0) + 1
+            count, first_id = 0, None
+            async with self._db.execute(f"{_SELECT} ORDER BY id") as cursor:
+                async for raw in cursor:
+                    row = AuditRow(*raw)
+                    first_id = row.id if first_id is None else first_id
+                    content = {c: getattr(row, c) for c in HASHED_COLUMNS}
+                    if row.id != expected_id or row.prev_hash != expected_prev:
+                        gap = f"row {expected_id} is missing" if row.id != expected_id else "the row before it changed"
+                        return VerifyResult(
+                            count, first_id, row.id, f"row {row.id} does not follow on from the row before it ({gap})."
+                        )
+                    if row_hash(row.prev_hash, content) != row.hash:
+                        return VerifyResult(
+                            count, first_id, row.id, f"row {row.id} was altered: its content does not match its hash."
+                        )
+                    expected_prev, expected_id = row.hash, row.id + 1
+                    count += 1
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        return VerifyResult(count, first_id)
+
+    async def prune(self, older_than: datetime) -> PruneResult:
+        """Remove rows older than a moment; the last removed row's hash becomes the chain's anchor."""
+        cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    async with self._db.execute(
+                        "SELECT id, hash FROM audit WHERE ts < ? ORDER BY id DESC LIMIT 1", (cutoff,)
+                    ) as cursor:
+                        last = await cursor.fetchone()
+                    removed = 0
+                    if last is not None:
+                        cursor = await self._db.execute("DELETE FROM audit WHERE id <= ?", (last[0],))
+                        removed = cursor.rowcount
+                        await self._db.executemany(
+                            "INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
+                            [("anchor_id", str(last[0])), ("anchor_hash", str(last[1]))],
+                        )
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        await self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+        return PruneResult(removed, int(last[0]) if last else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import logging
@@ -11,10 +12,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from ..commands.audit import parse_filters
+from ..commands.grammar import GrammarError, parse_duration
 from ..commands.ports import AuditError
 from .audit_store import COLUMNS, AuditStore
 from .config import ConfigError, Settings, load_settings
@@ -38,9 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     con = sub.add_parser("console", help="run commands from the terminal, audited as cli:<user>")
     con.add_argument("-c", dest="text", metavar="TEXT", help="run one command and exit (0 when ok or noop)")
 
-    audit = sub.add_parser("audit", help="print the newest audit rows")
-    audit.add_argument("--limit", type=int, default=20, help="how many rows (default 20)")
+    audit = sub.add_parser(
+        "audit",
+        help="print or export audit rows; `audit verify` checks the hash chain; `audit prune` removes old rows",
+        description="Filters as key:value words (room:R agent:A user:U since:7d outcome:error limit:N) or as flags.",
+    )
+    audit.add_argument("filters", nargs="*", metavar="FILTER", help="key:value filters, or verify, or prune")
+    audit.add_argument("--room")
+    audit.add_argument("--agent")
+    audit.add_argument("--user", help="a Slack user id (U…) or cli:<os user>")
+    audit.add_argument("--since", help="a duration (2h, 7d) or a date (2026-11-01)")
+    audit.add_argument("--outcome", choices=("ok", "noop", "denied", "invalid", "error"))
+    audit.add_argument("--limit", type=int, help="how many rows (default 20)")
+    audit.add_argument("--all", action="store_true", help="every matching row (for export)")
     audit.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
+    audit.add_argument("--older-than", metavar="DURATION", help="with prune: remove rows older than this")
 
     sub.add_parser("check", help="validate the configuration and reach the LiveKit server")
     return parser
@@ -70,9 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "console":
             return asyncio.run(_console(settings, args.text))
         if args.command == "audit":
-            if not 1 <= args.limit <= 1_000_000:
-                raise ConfigError("--limit must be between 1 and 1,000,000.")
-            return asyncio.run(_audit(settings, args.limit, args.format, sys.stdout))
+            return asyncio.run(_audit_command(settings, args))
         if args.command == "check":
             return asyncio.run(_check(settings))
     except (ConfigError, AuditError) as exc:
@@ -97,6 +111,7 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
     runtime = await Runtime.open(settings)
     transport = SlackTransport(runtime)
     stop = asyncio.Event()
+    retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -119,22 +134,63 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             await handler.close_async()  # type: ignore[no-untyped-call]
         await transport.drain()
     finally:
+        if retention is not None:
+            retention.cancel()
         await runtime.close()
     return 0
 
 
-async def _audit(settings: Settings, limit: int, fmt: str, out: TextIO) -> int:
+async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
+    """audit.retention_days: prune at start and every audit.prune_interval while serving."""
+    settings = runtime.settings
+    while not stop.is_set():
+        cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days or 0)
+        try:
+            result = await runtime.audit.prune(cutoff)
+            if result.removed:
+                log.info("retention: removed %d audit rows older than %s", result.removed, cutoff.date())
+        except AuditError as exc:
+            log.warning("retention: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.prune_interval)
+
+
+async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    words: list[str] = list(args.filters)
+    if words[:1] == ["verify"]:
+        if len(words) > 1:
+            raise ConfigError("audit verify takes no filters.")
+        return await _verify(settings)
+    if words[:1] == ["prune"]:
+        if len(words) > 1:
+            raise ConfigError("audit prune takes only --older-than DURATION.")
+        return await _prune(settings, args.older_than)
+    if args.older_than:
+        raise ConfigError("--older-than goes with audit prune.")
+    for flag in ("room", "agent", "user", "since", "outcome"):
+        value = getattr(args, flag)
+        if value is not None:
+            words.append(f"{flag}:{value}")
+    if args.limit is not None:
+        if args.all:
+            raise ConfigError("Give --limit or --all, not both.")
+        words.append(f"limit:{args.limit}")
+    try:
+        query = parse_filters(words, now=datetime.now(UTC), aliases=settings.aliases, max_limit=None)
+    except GrammarError as exc:
+        raise ConfigError(str(exc)) from None
     store = await AuditStore.open(settings.database)
     try:
-        rows = store.rows(limit=limit, newest_first=True)
-        if fmt == "jsonl":
+        rows = store.rows(query, limit=None if args.all else query.limit)
+        out = sys.stdout
+        if args.format == "jsonl":
             async for row in rows:
-                out.write(json.dumps(row.as_dict(), ensure_ascii=False) + "\n")
-        elif fmt == "csv":
+                out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+        elif args.format == "csv":
             writer = csv.writer(out)
             writer.writerow(COLUMNS)
             async for row in rows:
-                writer.writerow(row.as_dict()[c] for c in COLUMNS)
+                writer.writerow(getattr(row, c) for c in COLUMNS)
         else:
             out.write(f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n")
             async for row in rows:
@@ -145,6 +201,42 @@ async def _audit(settings: Settings, limit: int, fmt: str, out: TextIO) -> int:
                 )
     finally:
         await store.close()
+    return 0
+
+
+async def _verify(settings: Settings) -> int:
+    store = await AuditStore.open(settings.database)
+    try:
+        result = await store.verify()
+    finally:
+        await store.close()
+    if result.intact:
+        start = f" from row {result.first_id}" if result.first_id and result.first_id > 1 else ""
+        print(f"audit log intact: {result.rows} rows{start}, every hash and link checked.")
+        return 0
+    print(f"audit log BROKEN at row {result.broken_id}: {result.problem} ({result.rows} rows before it check out).")
+    return 1
+
+
+async def _prune(settings: Settings, older_than: str | None) -> int:
+    if older_than is None and settings.retention_days is None:
+        raise ConfigError("audit prune needs --older-than DURATION (like 90d), or audit.retention_days in the config.")
+    try:
+        seconds = parse_duration(older_than) if older_than else (settings.retention_days or 0) * 86400
+    except GrammarError as exc:
+        raise ConfigError(f"--older-than: {exc}") from None
+    store = await AuditStore.open(settings.database)
+    try:
+        result = await store.prune(datetime.now(UTC) - timedelta(seconds=seconds))
+    finally:
+        await store.close()
+    if result.removed:
+        print(
+            f"removed {result.removed} rows, up to row {result.anchor_id}; `dispatch-bot audit verify` still checks "
+            "the rest against that row's hash."
+        )
+    else:
+        print("nothing to remove.")
     return 0
 
 

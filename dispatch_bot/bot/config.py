@@ -43,7 +43,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "followup_timeout": "duration",
         "followup_interval": "duration",
     },
-    "audit": {"database": "file path"},
+    "audit": {"database": "file path", "retention_days": "days", "prune_interval": "duration"},
     "links": {
         "url_template": "URL template",
         "default_agents": "list of agents",
@@ -73,6 +73,8 @@ class Settings:
     followup_timeout: float = 20.0
     followup_interval: float = 1.0
     database: str = "dispatch-audit.db"
+    retention_days: float | None = None
+    prune_interval: float = 3600.0
     openvidu_agents_dir: str = ""
     catalog_reload_interval: float = 2.0
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
@@ -269,7 +271,18 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     if default_ttl > max_ttl:
         raise ConfigError("links.default_ttl is longer than links.max_ttl; make it shorter or raise the maximum.")
 
+    retention = audit.get("retention_days")
+    if retention is not None and (
+        isinstance(retention, bool) or not isinstance(retention, int | float) or retention <= 0
+    ):
+        raise ConfigError(
+            f"audit.retention_days is {retention!r}; give a number of days above 0, or leave it "
+            "unset to keep every row."
+        )
+
     return Settings(
+        retention_days=float(retention) if retention is not None else None,
+        prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
         public_ws_url=ws_url,
         link_url_template=template,
         link_default_agents=tuple(str(a) for a in default_agents),

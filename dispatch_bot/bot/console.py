@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+from datetime import datetime
 from typing import TextIO
 
-from ..commands.ports import Actor
+from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
 from .render import to_text
 from .runtime import Runtime
@@ -30,8 +31,9 @@ def cli_actor() -> Actor:
 class ConsolePeople:
     """In a terminal, a person's display name is their OS user name."""
 
-    async def display_name(self, user_id: str) -> str | None:
-        return os_user()
+    async def profile(self, user_id: str) -> Profile | None:
+        offset = datetime.now().astimezone().utcoffset()
+        return Profile(display_name=os_user(), tz_offset=int(offset.total_seconds()) if offset else 0)
 
 
 async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:

@@ -51,5 +51,10 @@ class Runtime:
 
     def context(self, actor: Actor, people: PeopleDirectory | None = None) -> CommandContext:
         return CommandContext(
-            backend=self.gateway, settings=self.command_settings, actor=actor, catalog=self.catalog, people=people
+            backend=self.gateway,
+            settings=self.command_settings,
+            actor=actor,
+            catalog=self.catalog,
+            people=people,
+            audit=self.audit,
         )

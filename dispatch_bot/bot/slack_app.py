@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..commands.grammar import shorten
-from ..commands.ports import Actor
+from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
@@ -44,29 +44,29 @@ class _Delivered:
 
 
 class SlackPeople:
-    """Display names from users.info, cached; None when Slack cannot say (the caller falls back)."""
+    """Display names and time zones from users.info, cached; None when Slack cannot say (callers fall back)."""
 
     def __init__(self, client: AsyncWebClient, ttl: float = 3600.0) -> None:
         self._client = client
         self._ttl = ttl
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[str, tuple[float, Profile]] = {}
 
-    async def display_name(self, user_id: str) -> str | None:
+    async def profile(self, user_id: str) -> Profile | None:
         cached = self._cache.get(user_id)
         if cached is not None and time.monotonic() - cached[0] < self._ttl:
             return cached[1]
         try:
             response = await self._client.users_info(user=user_id)
         except Exception as exc:
-            log.info("users.info failed for %s (%s); using the user name from the request", user_id, _why(exc))
+            log.info("users.info failed for %s (%s); using the request's user name and UTC", user_id, _why(exc))
             return None
         user = response.get("user") or {}
-        profile = user.get("profile") or {}
-        name = profile.get("display_name") or profile.get("real_name") or user.get("real_name") or user.get("name")
-        if not name:
-            return None
-        self._cache[user_id] = (time.monotonic(), str(name))
-        return str(name)
+        info = user.get("profile") or {}
+        name = info.get("display_name") or info.get("real_name") or user.get("real_name") or user.get("name") or ""
+        offset = user.get("tz_offset")
+        found = Profile(str(name), str(user.get("tz") or ""), offset if isinstance(offset, int) else 0)
+        self._cache[user_id] = (time.monotonic(), found)
+        return found
 
 
 class SlackTransport:

@@ -12,6 +12,7 @@ from .ports import (
     Actor,
     AgentCatalogView,
     AgentInfo,
+    AuditReader,
     CatalogSnapshot,
     CommandSettings,
     DispatchBackend,
@@ -55,6 +56,7 @@ class CommandContext:
     actor: Actor
     catalog: AgentCatalogView | None = None
     people: PeopleDirectory | None = None
+    audit: AuditReader | None = None
     now: Callable[[], datetime] = field(default=utcnow)
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)

@@ -96,7 +96,8 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     names = [a.name for a in agents]
 
     if not name:
-        name = (await ctx.people.display_name(ctx.actor.user_id) if ctx.people else None) or ctx.actor.user_name
+        profile = await ctx.people.profile(ctx.actor.user_id) if ctx.people else None
+        name = (profile.display_name if profile else "") or ctx.actor.user_name
         name = (name or ctx.actor.user_id)[:MAX_NAME_CHARS]
     identity = f"{_IDENTITY_UNSAFE.sub('-', ctx.actor.user_id).strip('-') or 'user'}-{secrets.token_hex(4)}"
 

@@ -436,3 +436,41 @@ def link_room_not_running(room: str, agents: list[str]) -> Text:
         room=room,
         agents=", ".join(agents),
     )
+
+
+# --- audit -----------------------------------------------------------------------------------------------------
+
+
+def audit_header(count: int, filters: str, zone: str) -> Text:
+    if not count:
+        return text("No audit rows match {filters}.", filters=filters)
+    return text(
+        "*Audit*: the {n} newest row{s} matching {filters} (times in {zone}):",
+        n=str(count),
+        s="" if count == 1 else "s",
+        filters=filters,
+        zone=zone,
+    )
+
+
+def audit_entry(when: str, who: str | Mention, raw: str, room: str, outcome: str, detail: str) -> Text:
+    where = text(" in *{room}*", room=room) if room else text("")
+    return text(
+        "• {when} · {who} · `{raw}`" + where.template + " · *{outcome}* {detail}",
+        when=when,
+        who=who,
+        raw=shorten(raw, 120),
+        outcome=outcome,
+        detail=shorten(detail, 200),
+        **where.values,
+    )
+
+
+def audit_more(more: int, capped: bool) -> Text:
+    count = f"More than {more:,}" if capped else f"{more:,} more"
+    return text(
+        "{count} row{s} match. Narrow with since:, room:, agent:, user: or outcome:, raise limit: (up to "
+        "100 here), or export everything with `dispatch-bot audit --all --format csv`.",
+        count=count,
+        s="" if more == 1 and not capped else "s",
+    )

@@ -74,10 +74,62 @@ class DispatchBackend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Profile:
+    display_name: str = ""
+    tz_name: str = ""  # IANA name, e.g. Europe/Madrid
+    tz_offset: int = 0  # seconds east of UTC, when the name is unknown here
+
+
 class PeopleDirectory(Protocol):
-    async def display_name(self, user_id: str) -> str | None:
-        """The person's display name, or None when it cannot be had."""
+    async def profile(self, user_id: str) -> Profile | None:
+        """The person's display name and time zone, or None when they cannot be had."""
         ...
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit row as stored."""
+
+    id: int
+    ts: str
+    source: str
+    team_id: str
+    channel_id: str
+    channel_name: str
+    user_id: str
+    user_name: str
+    raw_text: str
+    action: str
+    agent: str
+    room: str
+    dispatch_id: str
+    outcome: str
+    detail: str
+    duration_ms: int
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    room: str = ""
+    agent: str = ""
+    user_id: str = ""
+    since: datetime | None = None
+    outcome: str = ""
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    rows: list[AuditRow]
+    more: int  # how many more rows match beyond these (capped, see `more_capped`)
+    more_capped: bool = False
+
+
+class AuditReader(Protocol):
+    async def query(self, query: AuditQuery) -> AuditPage: ...
 
 
 @dataclass(frozen=True)
