@@ -50,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -433,7 +434,7 @@ async def run_bench(
                 results.append(summarize(name, number, fired))
                 if fired.first_problem:
                     problems.append(f"{name} round {number}: {fired.first_problem}")
-        audit_rows = len([row async for row in stack.runtime.audit.rows()])
+        outcomes = Counter([f"{row.action} {row.outcome}" async for row in stack.runtime.audit.rows()])
         commands_to_bot = stack.sent_to_bot
 
     def median(target: str, key: str) -> float:
@@ -473,7 +474,8 @@ async def run_bench(
             "failed_requests": sum(r.failed for r in results),
             "first": problems[:5],
         },
-        "bot_audit_rows": audit_rows,
+        "bot_audit_rows": sum(outcomes.values()),
+        "bot_audit_outcomes": dict(sorted(outcomes.items())),
         "bot_commands_sent": commands_to_bot,
     }
 
@@ -515,7 +517,8 @@ def table(report: dict[str, Any]) -> str:
         f"target bot p50 <= {TARGET_P50_RATIO:g} x bare p50: "
         f"{'met' if met['bot_p50_at_most_1.5x_bare'] else 'MISSED'} ({q['p50_ms']:.2f}x)",
         f"bot audit rows: {report['bot_audit_rows']} for {report['bot_commands_sent']} commands "
-        "(one per command, one more per finished follow-up)",
+        "(one per command, one more per finished follow-up): "
+        + ", ".join(f"{k} {v}" for k, v in report["bot_audit_outcomes"].items()),
         "settle s: time from a bot round's last ack until all its replies and follow-ups were done",
     ]
     errors = report["errors"]

@@ -18,8 +18,6 @@ import pytest
 from dispatch_bot.bot.audit_store import AuditStore
 from dispatch_bot.commands.ports import Actor, AuditRecord
 from tests.conftest import BotUnderTest, all_text, read_audit
-
-
 from tests.fakes.slack_server import FakeSlack
 from tests.test_console import CLI, bot_env, run_cli
 
@@ -260,8 +258,11 @@ async def test_killed_mid_write_the_log_still_verifies(make_settings: Any, tmp_p
     path = Path(settings.database)
     for _ in range(400):  # until a good number of rows are in, then kill it without warning
         await asyncio.sleep(0.025)
-        if path.exists() and len(read_audit(path)) >= 30:
-            break
+        try:
+            if len(read_audit(path)) >= 30:
+                break
+        except sqlite3.Error:  # not created yet
+            continue
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
     code, out = await verify(env)
