@@ -140,7 +140,7 @@ async def start_bot(make_settings: Callable[..., Settings], slack: FakeSlack) ->
 
     yield start
     for bot, runner in started:
-        await bot.transport.drain()
+        await bot.transport.aclose()
         await bot.close()
         await runner.cleanup()
         await bot.runtime.close()

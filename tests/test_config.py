@@ -102,3 +102,28 @@ def test_unusable_database_stops_the_console_with_one_sentence(tmp_path: Path) -
     assert result.returncode == 2
     assert result.stderr.startswith(f"dispatch-bot: The audit database {not_a_db} cannot be used")
     assert "Traceback" not in result.stderr
+
+
+def test_serve_port_out_of_range(tmp_path: Path) -> None:
+    result = run(
+        ["serve", "--http", "--port", "70000"],
+        {"DISPATCH_BOT_DB": str(tmp_path / "a.db"), "SLACK_BOT_TOKEN": "xoxb-x", "SLACK_SIGNING_SECRET": "s"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dispatch-bot: --port is 70000; it must be a number from 1 to 65535."
+
+
+def test_url_credentials_are_not_repeated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={"LIVEKIT_URL": "ftp://key:hunter2@example.com"})
+    assert "hunter2" not in str(caught.value) and "ftp://example.com" in str(caught.value)
+
+
+def test_audit_of_a_missing_database_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    result = run(["audit"], {"DISPATCH_BOT_DB": str(missing)})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"dispatch-bot: The audit database {missing} does not exist: check DISPATCH_BOT_DB (or audit.database)."
+    )
+    assert not missing.exists()

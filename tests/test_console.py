@@ -169,3 +169,46 @@ async def test_serve_http_answers_signed_commands_and_stops_on_sigterm(
         _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()
     assert "xoxb-test-token" not in err.decode() and SIGNING_SECRET not in err.decode()
+
+
+async def test_sigterm_during_a_command_keeps_its_audit_row_and_reply(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    settings = make_settings()
+    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    livekit.add_room("my-room")
+    livekit.delay = 0.5
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "serve",
+        "--http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz"):
+                    break
+            except aiohttp.ClientConnectorError:
+                await asyncio.sleep(0.05)
+        response_url = slack.new_response_url()
+        body = slash_command_body("list my-room", response_url=response_url)
+        async with http.post(
+            f"http://127.0.0.1:{port}/slack/events", data=body, headers=signed_headers(body, SIGNING_SECRET)
+        ) as resp:
+            assert resp.status == 200
+    await livekit.wait_for(lambda: len(livekit.requests) == 1)  # the command is waiting on LiveKit
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    posted = await slack.wait_for_response(url=response_url)
+    assert "*my-room*: 1 dispatch" in posted.body["text"]
+    assert [(r["action"], r["outcome"]) for r in read_audit(Path(settings.database))] == [("list", "ok")]
+    assert "Traceback" not in err.decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
 from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
 
 from tests.conftest import BotUnderTest, all_text
@@ -40,7 +41,8 @@ async def test_dispatch_by_alias_posts_in_channel_and_follows_up_when_the_agent_
     assert buttons[0]["style"] == "danger" and "confirm" in buttons[0]
 
     update = await slack.wait_for_web_call("chat.update")
-    assert update.params["ts"] == post.params.get("ts") or update.params["ts"]
+    # The follow-up edits the message it posted: the ts the Slack stand-in gave its first chat.postMessage.
+    assert (update.params["channel"], update.params["ts"]) == ("C123", "1700000000.000100")
     identity = livekit.dispatches("my-room")[-1].state.jobs[0].state.participant_identity
     assert f"The agent joined as `{identity}`" in all_text(update.params)
 
@@ -153,32 +155,56 @@ async def test_user_text_is_escaped_for_mrkdwn(bot: BotUnderTest, livekit: FakeL
     assert "<https://evil" not in listed and "<@U999>" not in listed
 
 
-async def test_slow_livekit_still_gets_an_immediate_ack(
+async def test_livekit_taking_10_s_still_gets_an_immediate_ack(
+    start_bot,
+    livekit: FakeLiveKit,
+    slack: FakeSlack,  # type: ignore[no-untyped-def]
+) -> None:
+    bot = await start_bot("  request_timeout: 1s\n")  # the livekit section of the test config goes on
+    assert bot.runtime.settings.request_timeout == 1.0
+    livekit.add_room("my-room")
+    livekit.delay = 10.0
+    result = await bot.command("captions my-room")
+    assert result.status == 200 and "captions my-room" in result.body
+    # The ack came back while LiveKit was still holding the first request.
+    assert [r.status for r in livekit.requests] == [0]
+    posted = await slack.wait_for_response(url=result.response_url)
+    assert f"The LiveKit server at {livekit.url} did not answer within 1 s." in all_text(posted.body)
+    [row] = bot.audit_rows()
+    assert (row["outcome"], row["agent"], row["room"]) == ("error", "speech-processing", "my-room")
+    assert livekit.calls("CreateDispatch") == []
+
+
+async def test_concurrent_dispatches_of_one_agent_create_one(
     bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
 ) -> None:
     livekit.add_room("my-room")
-    livekit.delay = 0.5
-    result = await bot.command("captions my-room")
-    assert result.status == 200
-    # The ack came back while LiveKit was still holding the first request.
-    assert [r.status for r in livekit.requests] == [0]
-    post = await slack.wait_for_web_call("chat.postMessage", timeout=10)
-    assert "sent *speech-processing*" in all_text(post.params)
+    await asyncio.gather(*(bot.command("captions my-room") for _ in range(5)))
+    await asyncio.gather(*(bot.command("captions new-room") for _ in range(5)))
+    await bot.transport.drain()
+    assert sorted(r.room for r in created(livekit)) == ["my-room", "new-room"]
+    outcomes = sorted(r["outcome"] for r in bot.audit_rows() if r["action"] == "dispatch")
+    assert outcomes == ["noop"] * 8 + ["ok"] * 2
 
 
-async def test_livekit_slower_than_the_request_timeout(
-    start_bot,
-    livekit: FakeLiveKit,  # type: ignore[no-untyped-def]
-) -> None:
-    bot = await start_bot(
-        "  # shorter timeout\n",
-    )
-    livekit.delay = 5.0
-    bot.runtime.gateway._timeout = 0.2  # the configured request_timeout, shortened for this test
-    body = await bot.reply("list my-room")
-    assert "did not answer within 0.2 s" in all_text(body)
-    [row] = bot.audit_rows()
-    assert (row["outcome"], row["room"]) == ("error", "my-room")
+async def test_a_url_that_is_not_livekit(start_bot, slack: FakeSlack) -> None:  # type: ignore[no-untyped-def]
+    async def html(_: web.Request) -> web.Response:
+        return web.Response(text="<html>OpenVidu</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", html)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        web_page = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        bot = await start_bot(LIVEKIT_URL=web_page)
+        assert f"The server at {web_page} did not answer like LiveKit" in all_text(await bot.reply("list my-room"))
+        bot = await start_bot(LIVEKIT_URL=slack.base_url)  # answers 404 to every Twirp path
+        assert "has no LiveKit API there (HTTP 404)" in all_text(await bot.reply("list my-room"))
+    finally:
+        await runner.cleanup()
 
 
 async def test_livekit_unreachable(start_bot, livekit: FakeLiveKit) -> None:  # type: ignore[no-untyped-def]

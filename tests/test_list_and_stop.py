@@ -115,3 +115,25 @@ async def test_stop_button_runs_as_the_person_who_presses_it(
     assert [d.agent_name for d in livekit.dispatches("my-room")] == [""]
     row = bot.audit_rows()[-1]
     assert (row["user_id"], row["action"], row["outcome"]) == ("U777", "stop", "ok")
+
+
+async def test_buttons_work_for_a_room_name_with_quotes_and_backslashes(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    from tests.conftest import SIGNING_SECRET
+    from tests.fakes.slack_requests import block_action_body, signed_headers
+
+    room = "it's\\odd"
+    livekit.add_room(room)
+    await bot.command(f'captions "{room}"'.replace("'s", "'s"))
+    post = await slack.wait_for_web_call("chat.postMessage")
+    assert [r.room for r in livekit.calls("CreateDispatch")] == [room]  # type: ignore[attr-defined]
+    stop, refresh = post.params["blocks"][-1]["elements"]
+    refresh_url = slack.new_response_url()
+    body = block_action_body("dispatch_refresh", refresh["value"], response_url=refresh_url)
+    assert (await bot.post(body, signed_headers(body, SIGNING_SECRET)))[0] == 200
+    listed = await slack.wait_for_response(url=refresh_url)
+    assert "1 participant" in all_text(listed.body) and "speech-processing" in all_text(listed.body)
+    body = block_action_body("dispatch_stop", stop["value"], response_url=slack.new_response_url())
+    assert (await bot.post(body, signed_headers(body, SIGNING_SECRET)))[0] == 200
+    await livekit.wait_for(lambda: [d.agent_name for d in livekit.dispatches(room)] == [""])

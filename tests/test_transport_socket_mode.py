@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from dispatch_bot.bot.config import Settings
 from dispatch_bot.bot.runtime import Runtime
 from dispatch_bot.bot.slack_app import SlackTransport
@@ -12,6 +14,7 @@ from tests.conftest import all_text, read_audit
 from tests.fakes.livekit_server import FakeLiveKit
 from tests.fakes.slack_requests import slash_command_form
 from tests.fakes.slack_server import FakeSlack
+from tests.test_console import bot_env, run_cli
 
 
 async def test_slash_command_over_socket_mode(
@@ -46,7 +49,7 @@ async def test_slash_command_over_socket_mode(
         assert help_reply.body["response_type"] == "ephemeral"
     finally:
         await handler.close_async()
-        await transport.drain()
+        await transport.aclose()
         await runtime.close()
     rows = read_audit(Path(settings.database))
     assert [(r["action"], r["outcome"]) for r in rows] == [
@@ -54,3 +57,23 @@ async def test_slash_command_over_socket_mode(
         ("followup", "ok"),
         ("help", "ok"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "sentence"),
+    [
+        ({"SLACK_BOT_TOKEN": "xoxb-revoked"}, "dispatch-bot: Slack rejected SLACK_BOT_TOKEN (invalid_auth)"),
+        ({"SLACK_APP_TOKEN": "xapp-revoked"}, "dispatch-bot: Slack rejected SLACK_APP_TOKEN (invalid_auth)"),
+    ],
+)
+async def test_serve_stops_at_start_when_slack_rejects_a_token(
+    make_settings: Callable[..., Settings], tmp_path: Path, slack: FakeSlack, env: dict[str, str], sentence: str
+) -> None:
+    settings = make_settings()
+    full_env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    full_env["SLACK_APP_TOKEN"] = "xapp-test-token"
+    full_env.update(env)
+    code, _, err = await run_cli(["serve"], full_env)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(sentence)
+    assert "Traceback" not in err and "revoked" not in err

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import gc
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiohttp import web
 
@@ -82,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             http = args.http or not settings.slack_app_token
             settings.require_slack(http=http)
-            return asyncio.run(_serve(settings, http=http, host=args.host, port=args.port or settings.port))
+            port = settings.port if args.port is None else args.port
+            if not 0 < port < 65536:
+                raise ConfigError(f"--port is {port}; it must be a number from 1 to 65535.")
+            return asyncio.run(_serve(settings, http=http, host=args.host, port=port))
         if args.command == "console":
             return asyncio.run(_console(settings, args.text))
         if args.command == "audit":
@@ -106,36 +111,51 @@ async def _console(settings: Settings, text: str | None) -> int:
 
 
 async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
-    from .slack_app import SlackTransport
+    from .slack_app import SlackSetupError, SlackTransport
 
     runtime = await Runtime.open(settings)
     transport = SlackTransport(runtime)
-    stop = asyncio.Event()
-    retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
+        try:
+            await transport.check_tokens(socket_mode=not http)
+        except SlackSetupError as exc:
+            raise ConfigError(str(exc)) from None
+        gc.freeze()  # what start-up made lives as long as the process: keep it out of every later collection
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
         if http:
-            runner = web.AppRunner(transport.web_app())
+            runner = web.AppRunner(transport.web_app(), access_log=None)
             await runner.setup()
             try:
                 await web.TCPSite(runner, host, port).start()
             except OSError as exc:
+                await runner.cleanup()
                 raise ConfigError(f"Cannot listen on {host}:{port} ({exc.strerror}): pick another PORT.") from None
             log.info("HTTP mode: POST /slack/events and GET /healthz on %s:%d", host, port)
             await stop.wait()
-            await runner.cleanup()
+            await runner.cleanup()  # no new requests; those already acknowledged finish below
         else:
             handler = transport.socket_mode_handler()
-            await handler.connect_async()  # type: ignore[no-untyped-call]
-            log.info("Socket Mode: connected")
-            await stop.wait()
+            connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if connecting.done():
+                connecting.result()
+                log.info("Socket Mode: connected")
+                await stopping
+            else:
+                connecting.cancel()
+            stopping.cancel()
             await handler.close_async()  # type: ignore[no-untyped-call]
-        await transport.drain()
-    finally:
+        log.info("stopping: finishing the commands in progress")
+        await transport.aclose(followup_grace=5.0)
         if retention is not None:
             retention.cancel()
+    finally:
+        await transport.aclose(followup_grace=0.0)
         await runtime.close()
     return 0
 
@@ -157,6 +177,10 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     words: list[str] = list(args.filters)
+    if not Path(settings.database).exists():
+        raise ConfigError(
+            f"The audit database {settings.database} does not exist: check DISPATCH_BOT_DB (or audit.database)."
+        )
     if words[:1] == ["verify"]:
         if len(words) > 1:
             raise ConfigError("audit verify takes no filters.")
@@ -241,10 +265,10 @@ async def _prune(settings: Settings, older_than: str | None) -> int:
 
 
 async def _check(settings: Settings) -> int:
-    from .livekit_gateway import LiveKitGateway
+    from .livekit_gateway import LiveKitGateway, public_url
 
     problems = 0
-    print(f"config: ok (LiveKit {settings.livekit_url}, audit database {settings.database})")
+    print(f"config: ok (LiveKit {public_url(settings.livekit_url)}, audit database {settings.database})")
     if settings.livekit_api_key == "devkey" and settings.livekit_api_secret == "secret":
         print(
             "livekit: using LiveKit's development key and secret (devkey/secret); set LIVEKIT_API_KEY and "

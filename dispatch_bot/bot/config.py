@@ -54,6 +54,11 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
 }
 
 
+def _no_userinfo(url: str) -> str:
+    """A URL as it may be shown: any user:password@ in it is dropped."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
 class ConfigError(Exception):
     """A missing or wrong setting; the message names it and the fix."""
 
@@ -66,6 +71,7 @@ class Settings:
     slack_signing_secret: str = field(default="", repr=False)
     slack_api_url: str = "https://slack.com/api/"
     port: int = 3000
+    max_concurrent_commands: int = 8
     livekit_url: str = "http://localhost:7880"
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = field(default="secret", repr=False)
@@ -216,7 +222,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     parts = urlsplit(livekit_url)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise ConfigError(
-            f"LIVEKIT_URL is {livekit_url!r}; it must be a URL like http://localhost:7880 or "
+            f"LIVEKIT_URL is {_no_userinfo(livekit_url)!r}; it must be a URL like http://localhost:7880 or "
             "wss://openvidu.example.com."
         )
     api_key = pick("LIVEKIT_API_KEY", livekit, "api_key", "devkey")
@@ -240,7 +246,9 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     public_url = _str(livekit.get("public_url"), "livekit.public_url") or livekit_url
     public = urlsplit(public_url)
     if public.scheme not in ("http", "https", "ws", "wss") or not public.hostname:
-        raise ConfigError(f"livekit.public_url is {public_url!r}; it must be a URL like wss://openvidu.example.com.")
+        raise ConfigError(
+            f"livekit.public_url is {_no_userinfo(public_url)!r}; it must be a URL like wss://openvidu.example.com."
+        )
     ws_url = public_url.replace("https://", "wss://", 1) if public.scheme == "https" else public_url
     ws_url = ws_url.replace("http://", "ws://", 1) if public.scheme == "http" else ws_url
 
@@ -280,7 +288,12 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
             "unset to keep every row."
         )
 
+    concurrency = slack.get("max_concurrent_commands", 8)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+        raise ConfigError(f"slack.max_concurrent_commands is {concurrency!r}; give a whole number from 1 to 1000.")
+
     return Settings(
+        max_concurrent_commands=concurrency,
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
         public_ws_url=ws_url,

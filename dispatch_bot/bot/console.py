@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+import threading
 from datetime import datetime
 from typing import TextIO
 
@@ -46,12 +47,23 @@ async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:
     return reply
 
 
+def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    try:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\n"))
+    finally:
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
 async def interactive(runtime: Runtime, out: TextIO) -> int:
     print("dispatch-bot console: type a command (help lists them), or quit.", file=out, flush=True)
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    # A daemon thread: Ctrl-C ends the program at once instead of waiting for a line that never comes.
+    threading.Thread(target=_read_lines, args=(asyncio.get_running_loop(), lines), daemon=True).start()
     while True:
-        try:
-            line = await asyncio.to_thread(input, PROMPT)
-        except EOFError:
+        print(PROMPT, end="", file=out, flush=True)
+        line = await lines.get()
+        if line is None:
             print(file=out)
             return 0
         if line.strip() in ("quit", "exit"):

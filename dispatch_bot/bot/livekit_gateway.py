@@ -10,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol.agent import JobStatus
 
@@ -160,8 +161,12 @@ class LiveKitGateway:
                 "unreachable",
                 f"The connection to the LiveKit server at {self.url} failed ({type(exc).__name__}).",
             ) from None
-        except asyncio.CancelledError:
-            raise
+        except DecodeError:
+            raise BackendError(
+                "server",
+                f"The server at {self.url} did not answer like LiveKit: is LIVEKIT_URL your LiveKit or "
+                "OpenVidu server (its API port, not a web page in front of it)?",
+            ) from None
 
     def _server_error(self, exc: api.ServerError, room: str) -> BackendError:
         message = (exc.message or "").removeprefix(_TWIRP_PREFIX)[:200]
@@ -183,10 +188,18 @@ class LiveKitGateway:
             )
         elif code == "unavailable" or status == 503:
             kind, sentence = "not_running", f"Room {room} is not running (LiveKit: no server holds it)."
-        elif code == "not_found" or status == 404:
+        elif code == "not_found":
             kind, sentence = (
                 "not_found",
                 f"LiveKit found no such thing in room {room}: {message or 'not found'}.",
+            )
+        elif status == 404 or code == "bad_route":
+            kind, sentence = (
+                "server",
+                (
+                    f"The server at {self.url} has no LiveKit API there (HTTP 404): is LIVEKIT_URL your LiveKit or "
+                    "OpenVidu server?"
+                ),
             )
         elif code in ("invalid_argument", "malformed", "out_of_range") or status == 400:
             kind, sentence = "invalid", f"LiveKit refused the request: {message or code}."

@@ -44,7 +44,9 @@ def to_slack(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
     lines = [line.render(escape_mrkdwn, slack_mention) for line in reply.lines]
     chunks = _chunks(lines)
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in chunks[:MAX_BLOCKS]
+        # verbatim: Slack must not turn a room called #general or @here into a link or a mention
+        {"type": "section", "text": {"type": "mrkdwn", "text": chunk, "verbatim": True}}
+        for chunk in chunks[:MAX_BLOCKS]
     ]
     if reply.buttons:
         elements = []

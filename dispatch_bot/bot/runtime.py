@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..commands.context import CommandContext
+from ..commands.context import CommandContext, KeyedLocks
 from ..commands.ports import Actor, PeopleDirectory
 from ..commands.runner import CommandRunner
 from .agent_catalog import AgentCatalog
@@ -25,6 +25,7 @@ class Runtime:
         self.audit = audit
         self.runner = CommandRunner(audit)
         self.command_settings = settings.command_settings()
+        self.locks = KeyedLocks()  # shared by every command of this process
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -57,4 +58,5 @@ class Runtime:
             catalog=self.catalog,
             people=people,
             audit=self.audit,
+            locks=self.locks,
         )

@@ -11,15 +11,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, Profile
@@ -87,6 +88,9 @@ class SlackTransport:
         self.app.action("join_link")(self._on_link_opened)
         self.people = SlackPeople(self.client)
         self.followups: set[asyncio.Task[None]] = set()
+        self.commands: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
+        self._http: aiohttp.ClientSession | None = None
 
     def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
         token = self.runtime.settings.slack_bot_token
@@ -99,7 +103,7 @@ class SlackTransport:
 
     # --- listeners ---------------------------------------------------------------------------------------
 
-    async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         text = slack_unescape(command.get("text") or "")
         await ack(
             response_type="ephemeral",
@@ -113,11 +117,9 @@ class SlackTransport:
             channel_id=command.get("channel_id", ""),
             channel_name=command.get("channel_name", ""),
         )
-        await self._run(actor, text, respond)
+        await self._run(actor, text, str(command.get("response_url") or ""))
 
-    async def _on_button(
-        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-    ) -> None:
+    async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         user = body.get("user") or {}
         actor = Actor(
@@ -129,20 +131,27 @@ class SlackTransport:
             channel_name=(body.get("channel") or {}).get("name", ""),
         )
         # The button carries a command; running it as the presser re-checks everything for that person.
-        await self._run(actor, str(action.get("value", "")), respond)
+        await self._run(actor, str(action.get("value", "")), str(body.get("response_url") or ""))
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
 
-    async def _run(self, actor: Actor, text: str, respond: AsyncRespond) -> None:
-        reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
-        where = await self._deliver(reply, actor, respond)
+    async def _run(self, actor: Actor, text: str, response_url: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # so that a shutdown waits for this command's audit row and reply
+            self.commands.add(task)
+            task.add_done_callback(self.commands.discard)
+        # The ack is already out. A bounded number of commands work at once, so that under a burst the acks of
+        # the next requests are not starved of the event loop by the work of the previous ones.
+        async with self._slots:
+            reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
+            where = await self._deliver(reply, actor, response_url)
         if reply.followup is not None:
-            task = asyncio.create_task(self._follow_up(reply, actor, respond, where))
+            task = asyncio.create_task(self._follow_up(reply, response_url, where))
             self.followups.add(task)
             task.add_done_callback(self.followups.discard)
 
-    async def _follow_up(self, first: Reply, actor: Actor, respond: AsyncRespond, where: _Delivered | None) -> None:
+    async def _follow_up(self, first: Reply, response_url: str, where: _Delivered | None) -> None:
         assert first.followup is not None
         reply = await first.followup()
         text, blocks = to_slack(reply)
@@ -150,13 +159,13 @@ class SlackTransport:
             if where is not None and where.ts:
                 await self.client.chat_update(channel=where.channel, ts=where.ts, text=text, blocks=blocks)
             else:
-                await respond(text=text, blocks=blocks, response_type=reply.visibility, replace_original=True)
+                await self._respond(response_url, text, blocks, reply.visibility, replace_original=True)
         except Exception as exc:  # Slack down: the audit row is already written
             log.warning("could not update the reply in Slack: %s", _why(exc))
 
     # --- delivery ----------------------------------------------------------------------------------------
 
-    async def _deliver(self, reply: Reply, actor: Actor, respond: AsyncRespond) -> _Delivered | None:
+    async def _deliver(self, reply: Reply, actor: Actor, response_url: str) -> _Delivered | None:
         text, blocks = to_slack(reply)
         if reply.visibility == "in_channel" and actor.channel_id:
             # A channel message the follow-up can edit; where the bot may not post, the response_url instead.
@@ -168,11 +177,25 @@ class SlackTransport:
             except Exception as exc:
                 log.info("chat.postMessage failed (%s); replying through response_url", _why(exc))
         try:
-            await respond(text=text, blocks=blocks, response_type=reply.visibility, replace_original=False)
+            await self._respond(response_url, text, blocks, reply.visibility, replace_original=False)
         except Exception as exc:  # Slack down: the audit row is already written
             log.warning("could not deliver the reply to Slack: %s", _why(exc))
             return None
         return _Delivered()
+
+    async def _respond(
+        self, url: str, text: str, blocks: list[dict[str, Any]], visibility: str, *, replace_original: bool
+    ) -> None:
+        """POST to a response_url over one shared HTTP session (no new connection per reply)."""
+        if not url:
+            raise SlackDeliveryError("no response_url")
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        response = await AsyncWebhookClient(url, session=self._http).send(
+            text=text, blocks=blocks, response_type=visibility, replace_original=replace_original
+        )
+        if response.status_code != 200:
+            raise SlackDeliveryError(f"HTTP {response.status_code}")
 
     # --- servers -----------------------------------------------------------------------------------------
 
@@ -197,13 +220,57 @@ class SlackTransport:
             self.app, settings.slack_app_token, web_client=AsyncWebClient(base_url=settings.slack_api_url)
         )
 
-    async def drain(self) -> None:
-        """Wait for follow-ups still running (at shutdown, and in tests)."""
+    async def drain(self, followup_grace: float | None = None) -> None:
+        """Wait for the commands still running, then for their follow-ups (at most `followup_grace` seconds,
+        after which the rest are cancelled: their dispatches stand and are audited, only the "joined?" note is
+        not)."""
+        while self.commands:
+            await asyncio.gather(*list(self.commands), return_exceptions=True)
+        if self.followups and followup_grace is not None:
+            _, pending = await asyncio.wait(list(self.followups), timeout=followup_grace)
+            for task in pending:
+                task.cancel()
         while self.followups:
             await asyncio.gather(*list(self.followups), return_exceptions=True)
+
+    async def aclose(self, followup_grace: float | None = None) -> None:
+        await self.drain(followup_grace)
+        if self._http is not None:
+            await self._http.close()
+
+    async def check_tokens(self, *, socket_mode: bool) -> None:
+        """Ask Slack once at start whether the tokens work, so a wrong one stops the program with a sentence."""
+        settings = self.runtime.settings
+        checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("SLACK_BOT_TOKEN", self.client.auth_test)]
+        if socket_mode:
+            app_client = AsyncWebClient(base_url=settings.slack_api_url)
+            token = settings.slack_app_token
+            checks.append(("SLACK_APP_TOKEN", lambda: app_client.apps_connections_open(app_token=token)))
+        for name, call in checks:
+            try:
+                await call()
+            except SlackApiError as exc:
+                raise SlackSetupError(
+                    f"Slack rejected {name} ({_why(exc)}): copy it again from the Slack app's settings."
+                ) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise SlackSetupError(
+                    f"Cannot reach Slack at {settings.slack_api_url} ({type(exc).__name__}): check the network "
+                    "and SLACK_API_URL."
+                ) from None
+
+
+class SlackSetupError(Exception):
+    """Slack would not accept the configured tokens; one sentence."""
+
+
+class SlackDeliveryError(Exception):
+    """A reply Slack did not take."""
 
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError):
         return str(exc.response.get("error", "error"))
+    if isinstance(exc, SlackDeliveryError):
+        return str(exc)
     return type(exc).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -33,14 +34,14 @@ def stop_button(agent: str, room: str, dispatch_id: str) -> Button:
     return Button(
         action_id="dispatch_stop",
         label="Stop",
-        command=f"stop {dispatch_id} {room}",
+        command=f"stop {dispatch_id} {shlex.quote(room)}",
         style="danger",
         confirm=messages.stop_confirm(agent, room),
     )
 
 
 def refresh_button(room: str) -> Button:
-    return Button(action_id="dispatch_refresh", label="Refresh", command=f"list {room}")
+    return Button(action_id="dispatch_refresh", label="Refresh", command=f"list {shlex.quote(room)}")
 
 
 async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
@@ -67,6 +68,21 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         base.detail = "dry run: nothing sent"
         return base
 
+    # The server never deduplicates: two commands at once must not both pass the check before either creates.
+    async with ctx.locks.hold(room, agent.name):
+        return await _dispatch(ctx, agent, room, metadata, force, label, base, warnings)
+
+
+async def _dispatch(
+    ctx: CommandContext,
+    agent: ResolvedAgent,
+    room: str,
+    metadata: str,
+    force: bool,
+    label: Text,
+    base: Reply,
+    warnings: list[Text],
+) -> Reply:
     room_info = await ctx.backend.get_room(room)
     if room_info is not None and not force:
         existing = [d for d in await ctx.backend.list_dispatches(room) if d.agent_name == agent.name]

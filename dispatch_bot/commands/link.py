@@ -104,13 +104,14 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     lines: list[Text] = [a.warning for a in agents if a.warning]
     dispatched: list[str] = []
     if names and await ctx.backend.get_room(room) is not None:
-        existing = await ctx.backend.list_dispatches(room)
         for agent_name in names:
-            already: DispatchInfo | None = next((d for d in existing if d.agent_name == agent_name), None)
-            if already is not None:
-                lines.append(messages.link_agent_already_there(agent_name, already.id))
-                continue
-            created = await ctx.backend.create_dispatch(agent_name, room, "")
+            async with ctx.locks.hold(room, agent_name):  # the same check-then-create as a dispatch
+                existing = await ctx.backend.list_dispatches(room)
+                already: DispatchInfo | None = next((d for d in existing if d.agent_name == agent_name), None)
+                if already is not None:
+                    lines.append(messages.link_agent_already_there(agent_name, already.id))
+                    continue
+                created = await ctx.backend.create_dispatch(agent_name, room, "")
             dispatched.append(created.id)
             lines.append(messages.link_agent_dispatched(agent_name, created.id))
         lines.insert(0, messages.link_room_running(room))

@@ -33,7 +33,10 @@ def not_available(sub: str) -> str:
 
 
 def unknown_subcommand(word: str, suggestion: str) -> str:
-    return f"{shorten(word, 40)} is not a command. Did you mean {suggestion}?"
+    return (
+        f"{shorten(word, 40)} is not a command. Did you mean {suggestion}? (If {shorten(word, 40)} is an agent, "
+        "give the bot its agent catalog or an alias, so that it knows the name.)"
+    )
 
 
 def unknown_agent_near(agent: str, suggestion: str) -> str:
@@ -148,6 +151,16 @@ def not_joined(agent: str, seconds: float, info: AgentInfo | None = None) -> lis
         text("Fix the cause, then stop this dispatch and dispatch again."),
     ]
     return lines
+
+
+def job_not_running(agent: str, seconds: float, status: str) -> Text:
+    return text(
+        ":warning: LiveKit gave the dispatch a job, but within {s} s no `{agent}` agent was running it (job "
+        "{status}): the worker took the job and has not joined yet, or it stopped. `/dispatch list` shows it later.",
+        s=f"{seconds:g}",
+        agent=agent,
+        status=status,
+    )
 
 
 def followup_unknown(sentence: str) -> Text:

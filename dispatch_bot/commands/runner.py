@@ -23,7 +23,7 @@ MAX_RAW_TEXT = 2000
 def route(tokens: list[str], ctx: CommandContext) -> tuple[Command, list[str]]:
     """The subcommand the tokens name, and its arguments; anything else is a dispatch."""
     word = tokens[0].lower()
-    if word in COMMANDS:
+    if word in COMMANDS and word != "dispatch":  # `dispatch` names the <agent> <room> form, not a word to type
         return COMMANDS[word], tokens[1:]
     if word in RESERVED_WORDS:
         raise GrammarError(messages.not_available(word))
