@@ -337,8 +337,7 @@ async def open_stack() -> AsyncIterator[Stack]:
             FakeLiveKit(job_delay=0.02, unavailable_delay=0.05) as livekit,
             FakeSlack(bot_token=BOT_TOKEN) as slack,
         ):
-            # The agent is already in my-room, so `captions my-room` is a deterministic noop. (Were it not,
-            # concurrent `captions my-room` commands would each create a dispatch: check-then-create race.)
+            # The agent is already in my-room, so `captions my-room` is a deterministic noop.
             livekit.register_worker(AGENT)
             livekit.add_room(ROOM, agents=[AGENT])
             await livekit.wait_for(lambda: any(d.state.jobs for d in livekit.dispatches(ROOM)))
@@ -357,10 +356,11 @@ async def open_stack() -> AsyncIterator[Stack]:
             transport = SlackTransport(runtime)
             bot_runner, bot_url = await serve(transport.web_app())
             bare_runner, bare_url = await serve(bare_web_app(slack.api_url))
+            gc.freeze()  # as `dispatch-bot serve` does once it has started (both targets share this process)
             try:
                 yield Stack(livekit, slack, runtime, transport, bot_url, bare_url)
             finally:
-                await transport.drain()
+                await transport.aclose()
                 await bare_runner.cleanup()
                 await bot_runner.cleanup()
                 await runtime.close()
