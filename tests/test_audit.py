@@ -238,7 +238,8 @@ async def test_a_hundred_concurrent_commands_make_one_chain(bot: BotUnderTest) -
 async def test_two_processes_writing_at_once_make_one_chain(make_settings: Any, tmp_path: Path) -> None:
     env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
     script = "".join(f"help\nlist room-{i}\n" for i in range(15))
-    await asyncio.gather(run_cli(["console"], env, stdin=script), run_cli(["console"], env, stdin=script))
+    results = await asyncio.gather(run_cli(["console"], env, stdin=script), run_cli(["console"], env, stdin=script))
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
     assert await verify(env) == (0, "audit log intact: 60 rows, every hash and link checked.")
 
 

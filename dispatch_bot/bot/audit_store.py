@@ -125,9 +125,15 @@ class AuditStore:
             raise AuditError(f"Cannot open the audit database {path}: {_describe(exc)}.") from None
         try:
             await db.execute("PRAGMA busy_timeout = 5000")
-            async with db.execute("PRAGMA journal_mode = WAL") as cursor:
-                mode = await cursor.fetchone()
-            if not mode or str(mode[0]).lower() != "wal":
+            for _ in range(50):
+                # Switching a new file to WAL needs it to itself: a second process opening it at the same moment
+                # is answered with the old mode, so it asks again.
+                async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+                    mode = await cursor.fetchone()
+                if mode and str(mode[0]).lower() == "wal":
+                    break
+                await asyncio.sleep(0.1)
+            else:
                 raise sqlite3.OperationalError("it cannot be switched to WAL mode")
             await db.execute(f"PRAGMA synchronous = {synchronous}")
             await db.executescript(_SCHEMA)

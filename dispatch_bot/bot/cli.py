@@ -295,7 +295,13 @@ async def _check(settings: Settings) -> int:
     except AuditError as exc:
         problems += 1
         print(f"audit: {exc}")
-    print("policy: none configured, so everyone in the workspace may run every command.")
+    if settings.policy is None:
+        print("policy: none configured, so everyone in the workspace may run every command.")
+    else:
+        print(
+            f"policy: {len(settings.policy.rules)} rules and {len(settings.policy.admins)} admin patterns; "
+            "what no rule allows is denied."
+        )
     return 1 if problems else 0
 
 

@@ -19,6 +19,7 @@ import yaml
 from ..commands.context import RESERVED_WORDS
 from ..commands.grammar import GrammarError, check_agent, parse_duration
 from ..commands.ports import CommandSettings
+from .policy import Policy, PolicyError, parse_policy
 
 DEFAULT_ALIASES = {"captions": "speech-processing"}
 DEFAULT_LINK_TEMPLATE = "https://meet.livekit.io/custom?liveKitUrl={ws_url}&token={token}"
@@ -84,6 +85,7 @@ class Settings:
     openvidu_agents_dir: str = ""
     catalog_reload_interval: float = 2.0
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    policy: Policy | None = None  # None: no policy configured, everything open
     public_ws_url: str = "ws://localhost:7880"
     link_url_template: str = DEFAULT_LINK_TEMPLATE
     link_default_agents: tuple[str, ...] = ()
@@ -184,8 +186,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a mapping (slack:, livekit:, audit:, agents:).")
     for key in data:
-        if key not in _FILE_KEYS:
-            raise ConfigError(f"{path}: `{key}` is not a section; the sections are {', '.join(_FILE_KEYS)}.")
+        if key not in _FILE_KEYS and key != "policy":
+            sections = ", ".join([*_FILE_KEYS, "policy"])
+            raise ConfigError(f"{path}: `{key}` is not a section; the sections are {sections}.")
     return data
 
 
@@ -292,7 +295,15 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
         raise ConfigError(f"slack.max_concurrent_commands is {concurrency!r}; give a whole number from 1 to 1000.")
 
+    policy = None
+    if "policy" in data:
+        try:
+            policy = parse_policy(data["policy"], aliases)
+        except PolicyError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
     return Settings(
+        policy=policy,
         max_concurrent_commands=concurrency,
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),

@@ -59,4 +59,5 @@ class Runtime:
             people=people,
             audit=self.audit,
             locks=self.locks,
+            authorizer=self.settings.policy,
         )

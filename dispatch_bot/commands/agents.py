@@ -15,6 +15,7 @@ FLAGS: dict[str, bool] = {}
 async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     if tokens:
         raise UsageError("agents takes no arguments.")
+    ctx.authorize("agents")
     aliases = ", ".join(f"{a} → {n}" for a, n in sorted(ctx.settings.aliases.items())) or "none"
     snapshot = ctx.catalog_snapshot()
     if snapshot is None:

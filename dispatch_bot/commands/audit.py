@@ -101,6 +101,7 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     if ctx.audit is None:
         raise UsageError("The audit log cannot be read here.")
     query = parse_filters(tokens, now=ctx.now(), aliases=ctx.settings.aliases, max_limit=SLACK_MAX_LIMIT)
+    ctx.authorize("audit", agent=query.agent, room=query.room)
     page = await ctx.audit.query(query)
     profile = await ctx.people.profile(ctx.actor.user_id) if ctx.people else None
     zone, zone_name = _zone(profile.tz_name, profile.tz_offset) if profile else (UTC, "UTC")

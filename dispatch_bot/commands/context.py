@@ -15,6 +15,7 @@ from .ports import (
     AgentCatalogView,
     AgentInfo,
     AuditReader,
+    Authorizer,
     CatalogSnapshot,
     CommandSettings,
     DispatchBackend,
@@ -36,6 +37,15 @@ class UsageError(GrammarError):
 
 class Refusal(Exception):
     """Well-formed input the bot will not act on, with the explanation to show (audited as `invalid`)."""
+
+    def __init__(self, lines: list[Text], detail: str) -> None:
+        super().__init__(detail)
+        self.lines = lines
+        self.detail = detail
+
+
+class Denied(Exception):
+    """The policy does not let this person do this; the lines say which rule (audited as `denied`)."""
 
     def __init__(self, lines: list[Text], detail: str) -> None:
         super().__init__(detail)
@@ -81,12 +91,25 @@ class CommandContext:
     people: PeopleDirectory | None = None
     audit: AuditReader | None = None
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    authorizer: Authorizer | None = None  # None: no policy, everything open
     now: Callable[[], datetime] = field(default=utcnow)
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)
 
     def note(self, **facts: str) -> None:
         self.facts.update(facts)
+
+    def authorize(self, action: str, *, agent: str = "", room: str = "") -> None:
+        """Raise Denied unless the policy lets the person who asked do this."""
+        if self.authorizer is None:
+            return
+        decision = self.authorizer.decide(self.actor, action, agent=agent, room=room)
+        if not decision.allowed:
+            detail = f"denied by rule {decision.rule}" if decision.rule else "no policy rule allows it"
+            raise Denied([messages.denied(action, agent, room, decision.rule)], detail)
+
+    def may(self, action: str) -> bool:
+        return self.authorizer is None or self.authorizer.may_ever(self.actor, action)
 
     @property
     def who(self) -> Mention:

@@ -34,6 +34,8 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         return Reply("ok", lines, action="help")
     lines = [text("*dispatch-bot* sends LiveKit agents into rooms and keeps an audit log of every command.")]
     for command in COMMANDS.values():
+        if command.name != "help" and not ctx.may(command.name):
+            continue  # help shows only what this person may run
         lines.append(text("`{usage}`: {summary}", usage=f"{cmd} {command.usage}", summary=command.summary))
     snapshot = ctx.catalog_snapshot()
     if snapshot is not None and snapshot.read_ok:

@@ -94,6 +94,8 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         if agent.name not in (a.name for a in agents):
             agents.append(agent)
     names = [a.name for a in agents]
+    for agent_name in names or [""]:
+        ctx.authorize("link", agent=agent_name, room=room)
 
     if not name:
         profile = await ctx.people.profile(ctx.actor.user_id) if ctx.people else None

@@ -43,6 +43,7 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         raise UsageError("Give one room.")
     room = check_room(parsed.positionals[0])
     ctx.note(room=room)
+    ctx.authorize("list", room=room)
     info = await ctx.backend.get_room(room)
     if info is None:
         return Reply("ok", [messages.room_not_running(room)], action="list", room=room, detail="room not running")

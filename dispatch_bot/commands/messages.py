@@ -487,3 +487,19 @@ def audit_more(more: int, capped: bool) -> Text:
         count=count,
         s="" if more == 1 and not capped else "s",
     )
+
+
+# --- access policy ---------------------------------------------------------------------------------------------
+
+
+def denied(action: str, agent: str, room: str, rule: str) -> Text:
+    what = text("{action}", action=action)
+    if agent:
+        what = text("{action} *{agent}*", action=action, agent=agent)
+    if room:
+        what = Text(what.template + " in *{room}*", {**what.values, "room": room})
+    why = text("rule `{rule}` of the policy denies it", rule=rule) if rule else text("no rule of the policy allows it")
+    return Text(
+        ":no_entry_sign: You may not " + what.template + ": " + why.template + ". Nothing was done.",
+        {**what.values, **why.values},
+    )

@@ -221,3 +221,23 @@ class CatalogSnapshot:
 
 class AgentCatalogView(Protocol):
     def snapshot(self) -> CatalogSnapshot: ...
+
+
+ACTIONS = ("dispatch", "stop", "link", "list", "rooms", "agents", "audit")
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str = ""  # the rule that decided, "" when none matched (or there is no policy)
+    admin: bool = False
+
+
+class Authorizer(Protocol):
+    """Who may do what: keyed on the real person (and channel) who asked, never on the bot."""
+
+    def decide(self, actor: Actor, action: str, *, agent: str = "", room: str = "") -> Decision: ...
+
+    def may_ever(self, actor: Actor, action: str) -> bool:
+        """Whether some agent and room would be allowed for this action (what `help` shows)."""
+        ...

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from . import messages
-from .context import RESERVED_WORDS, CommandContext, Refusal, UsageError
+from .context import RESERVED_WORDS, CommandContext, Denied, Refusal, UsageError
 from .grammar import GrammarError, closest, tokenize
 from .ports import AuditError, AuditRecord, AuditSink, BackendError
 from .registry import COMMANDS, Command
@@ -71,9 +71,9 @@ class CommandRunner:
                 reply = await command.run(ctx, args)
             except UsageError as exc:
                 reply = _invalid(ctx, str(exc), command)
-            except Refusal as exc:
+            except (Refusal, Denied) as exc:
                 reply = Reply(
-                    "invalid",
+                    "denied" if isinstance(exc, Denied) else "invalid",
                     exc.lines,
                     action=command.name,
                     agent=ctx.facts.get("agent", ""),

@@ -26,14 +26,23 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     agent = resolved.name if resolved else ""
     ctx.note(agent=agent, room=room, dispatch_id=target if by_id else "")
     reply = Reply("ok", [], action="stop", agent=agent, room=room, dispatch_id=target if by_id else "")
+    if not by_id:
+        ctx.authorize("stop", agent=agent, room=room)
 
     if await ctx.backend.get_room(room) is None:
+        if by_id:
+            ctx.authorize("stop", room=room)
         reply.outcome = "noop"
         reply.lines = [messages.stop_not_running(room)]
         reply.detail = "room not running"
         return reply
 
     if by_id:
+        # The policy may name agents: learn whose dispatch this is before deciding.
+        found = await ctx.backend.get_dispatch(target, room)
+        if found is not None:
+            ctx.note(agent=found.agent_name)
+            ctx.authorize("stop", agent=found.agent_name, room=room)
         try:
             removed = await ctx.backend.delete_dispatch(target, room)
         except BackendError as exc:
