@@ -50,7 +50,7 @@ async def test_help_for_one_subcommand(bot: BotUnderTest) -> None:
         ("list", "Give one room."),
         ("stop my-room", "Give an agent (or a dispatch id) and a room."),
         ("help nothing", "There is no subcommand nothing."),
-        ("rooms", "`rooms` is not available"),
+        ("rooms everything", "rooms takes no arguments"),
     ],
 )
 async def test_bad_input_gets_one_sentence_and_changes_nothing(
@@ -60,7 +60,7 @@ async def test_bad_input_gets_one_sentence_and_changes_nothing(
     shown = all_text(body)
     assert body["response_type"] == "ephemeral"
     assert expected in shown
-    assert "Usage:" in shown or "`rooms`" in shown
+    assert "Usage:" in shown
     assert "Traceback" not in shown
     assert livekit.requests == []
     [row] = bot.audit_rows()

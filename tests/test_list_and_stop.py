@@ -137,3 +137,17 @@ async def test_buttons_work_for_a_room_name_with_quotes_and_backslashes(
     body = block_action_body("dispatch_stop", stop["value"], response_url=slack.new_response_url())
     assert (await bot.post(body, signed_headers(body, SIGNING_SECRET)))[0] == 200
     await livekit.wait_for(lambda: [d.agent_name for d in livekit.dispatches(room)] == [""])
+
+
+async def test_rooms_lists_what_is_running(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    livekit.add_room("standup", humans=["alice", "bob"])
+    livekit.add_room("demo", humans=["carol"])
+    body = await bot.reply("rooms")
+    text = all_text(body)
+    assert body["response_type"] == "ephemeral"
+    assert f"*2* rooms running on {livekit.url}:" in text
+    assert "• *demo* · 1 participant · created " in text and "• *standup* · 2 participants · created " in text
+    assert text.index("*demo*") < text.index("*standup*")
+    [request] = livekit.calls("ListRooms")
+    assert list(request.names) == []  # type: ignore[attr-defined]
+    assert bot.audit_rows()[-1]["detail"] == "2 rooms"

@@ -55,6 +55,17 @@ def _dispatch(d: api.AgentDispatch) -> DispatchInfo:
     )
 
 
+def _room(r: api.Room) -> RoomInfo:
+    created = (
+        datetime.fromtimestamp(r.creation_time_ms / 1000, UTC)
+        if r.creation_time_ms
+        else datetime.fromtimestamp(r.creation_time, UTC)
+        if r.creation_time
+        else None
+    )
+    return RoomInfo(name=r.name, created_at=created, num_participants=r.num_participants, empty_timeout=r.empty_timeout)
+
+
 def public_url(url: str) -> str:
     """The server URL without any credentials that may sit in its userinfo."""
     parts = urlsplit(url)
@@ -93,22 +104,11 @@ class LiveKitGateway:
 
     async def get_room(self, room: str) -> RoomInfo | None:
         response = await self._call(self._client().room.list_rooms(api.ListRoomsRequest(names=[room])), room)
-        for r in response.rooms:
-            if r.name == room:
-                created = (
-                    datetime.fromtimestamp(r.creation_time_ms / 1000, UTC)
-                    if r.creation_time_ms
-                    else datetime.fromtimestamp(r.creation_time, UTC)
-                    if r.creation_time
-                    else None
-                )
-                return RoomInfo(
-                    name=r.name,
-                    created_at=created,
-                    num_participants=r.num_participants,
-                    empty_timeout=r.empty_timeout,
-                )
-        return None
+        return next((_room(r) for r in response.rooms if r.name == room), None)
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        response = await self._call(self._client().room.list_rooms(api.ListRoomsRequest()), "")
+        return sorted((_room(r) for r in response.rooms), key=lambda r: r.name)
 
     async def list_dispatches(self, room: str) -> list[DispatchInfo]:
         found = await self._call(self._client().agent_dispatch.list_dispatch(room), room)
@@ -184,7 +184,8 @@ class LiveKitGateway:
         elif code in ("unauthenticated", "permission_denied"):
             kind, sentence = (
                 "permission",
-                (f"LiveKit denied permission for room {room}: the API key needs admin rights on that server."),
+                f"LiveKit denied permission{f' for room {room}' if room else ''}: the API key needs admin rights "
+                "on that server.",
             )
         elif code == "unavailable" or status == 503:
             kind, sentence = "not_running", f"Room {room} is not running (LiveKit: no server holds it)."

@@ -503,3 +503,26 @@ def denied(action: str, agent: str, room: str, rule: str) -> Text:
         ":no_entry_sign: You may not " + what.template + ": " + why.template + ". Nothing was done.",
         {**what.values, **why.values},
     )
+
+
+# --- rooms -----------------------------------------------------------------------------------------------------
+
+
+def rooms_header(count: int, url: str) -> Text:
+    if not count:
+        return text("No rooms are running on {url}.", url=url)
+    return text("*{n}* room{s} running on {url}:", n=str(count), s="" if count == 1 else "s", url=url)
+
+
+def room_entry(room: str, participants: int, age: str) -> Text:
+    return text(
+        "• *{room}* · {p} participant{s} · created {age}",
+        room=room,
+        p=str(participants),
+        s="" if participants == 1 else "s",
+        age=age,
+    )
+
+
+def rooms_more(more: int) -> Text:
+    return text("…and {n} more.", n=f"{more:,}")
