@@ -128,87 +128,76 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServedBot:
+    """`dispatch-bot serve --http` as a real process: signed commands in, SIGTERM to stop it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.returncode: int | None = None
+        self.log = ""
+
+    async def __aenter__(self) -> ServedBot:
+        self.proc = await asyncio.create_subprocess_exec(
+            *CLI, "serve", "--http", "--host", "127.0.0.1", "--port", str(self.port), env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            for _ in range(400):  # until the port answers, at most ~20 s
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as resp:
+                        assert resp.status == 200
+                        return self
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.05)
+        raise TimeoutError("dispatch-bot serve did not start")
+
+    async def command(self, text: str, response_url: str) -> int:
+        body = slash_command_body(text, response_url=response_url)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{self.port}/slack/events", data=body,
+                      headers=signed_headers(body, SIGNING_SECRET)) as resp,
+        ):  # fmt: skip
+            return resp.status
+
+    async def stop(self) -> None:
+        assert self.proc is not None
+        if self.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(self.proc.communicate(), timeout=30)
+            self.returncode, self.log = self.proc.returncode, err.decode()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+
 async def test_serve_http_answers_signed_commands_and_stops_on_sigterm(
     make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
 ) -> None:
-    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        "serve",
-        "--http",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):  # wait for the port to open, at most ~10 s
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        assert resp.status == 200
-                        break
-                except aiohttp.ClientConnectorError:
-                    await asyncio.sleep(0.05)
-            response_url = slack.new_response_url()
-            body = slash_command_body("list my-room", response_url=response_url)
-            async with http.post(
-                f"http://127.0.0.1:{port}/slack/events",
-                data=body,
-                headers=signed_headers(body, SIGNING_SECRET),
-            ) as resp:
-                assert resp.status == 200
+    async with ServedBot(bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")) as served:
+        response_url = slack.new_response_url()
+        assert await served.command("list my-room", response_url) == 200
         posted = await slack.wait_for_response(url=response_url)
         assert "*my-room* is not running" in posted.body["text"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, err.decode()
-    assert "xoxb-test-token" not in err.decode() and SIGNING_SECRET not in err.decode()
+    assert served.returncode == 0, served.log
+    assert "xoxb-test-token" not in served.log and SIGNING_SECRET not in served.log
 
 
 async def test_sigterm_during_a_command_keeps_its_audit_row_and_reply(
     make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
 ) -> None:
     settings = make_settings()
-    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
     livekit.add_room("my-room")
     livekit.delay = 0.5
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        "serve",
-        "--http",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                    break
-            except aiohttp.ClientConnectorError:
-                await asyncio.sleep(0.05)
+    async with ServedBot(bot_env(settings, tmp_path / "dispatch-bot.yaml")) as served:
         response_url = slack.new_response_url()
-        body = slash_command_body("list my-room", response_url=response_url)
-        async with http.post(
-            f"http://127.0.0.1:{port}/slack/events", data=body, headers=signed_headers(body, SIGNING_SECRET)
-        ) as resp:
-            assert resp.status == 200
-    await livekit.wait_for(lambda: len(livekit.requests) == 1)  # the command is waiting on LiveKit
-    proc.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, err.decode()
+        assert await served.command("list my-room", response_url) == 200
+        await livekit.wait_for(lambda: len(livekit.requests) == 1)  # the command is waiting on LiveKit
+        await served.stop()
+    assert served.returncode == 0, served.log
     posted = await slack.wait_for_response(url=response_url)
     assert "*my-room*: 1 dispatch" in posted.body["text"]
     assert [(r["action"], r["outcome"]) for r in read_audit(Path(settings.database))] == [("list", "ok")]
-    assert "Traceback" not in err.decode()
+    assert "Traceback" not in served.log

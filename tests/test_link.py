@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 from livekit.api import TokenVerifier
 
 from dispatch_bot.bot.config import ConfigError
 from tests.conftest import SIGNING_SECRET, BotUnderTest, all_text
 from tests.fakes.livekit_server import FakeLiveKit
-from tests.fakes.slack_requests import signed_headers, slash_command_body
 from tests.fakes.slack_server import FakeSlack
-from tests.test_console import CLI, bot_env, free_port, run_cli
+from tests.test_console import ServedBot, bot_env, run_cli
 
 
 def link_button(body: dict[str, Any]) -> dict[str, Any]:
@@ -183,41 +178,12 @@ async def test_no_token_reaches_the_log_even_at_debug(
 ) -> None:
     env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
     env["DISPATCH_BOT_LOG_LEVEL"] = "DEBUG"
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        "serve",
-        "--http",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                        break
-                except aiohttp.ClientConnectorError:
-                    await asyncio.sleep(0.05)
-            response_url = slack.new_response_url()
-            body = slash_command_body("link my-room captions", response_url=response_url)
-            async with http.post(
-                f"http://127.0.0.1:{port}/slack/events", data=body, headers=signed_headers(body, SIGNING_SECRET)
-            ) as resp:
-                assert resp.status == 200
+    async with ServedBot(env) as served:
+        response_url = slack.new_response_url()
+        assert await served.command("link my-room captions", response_url) == 200
         posted = await slack.wait_for_response(url=response_url)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err_bytes = await asyncio.wait_for(proc.communicate(), timeout=30)
-    log = err_bytes.decode()
     token = token_of(link_button(posted.body)["url"])
-    assert "DEBUG" in log  # the debug log really ran, request bodies included
-    assert "[redacted]" in log  # slack_sdk logs the response_url body at DEBUG: the link was masked there
-    assert token not in log and token.split(".")[2] not in log
-    assert "xoxb-test-token" not in log and SIGNING_SECRET not in log
-    assert os.environ.get("DISPATCH_BOT_LOG_LEVEL") is None
+    assert "DEBUG" in served.log  # the debug log really ran, request bodies included
+    assert "[redacted]" in served.log  # slack_sdk logs the response_url body at DEBUG: the link was masked there
+    assert token not in served.log and token.split(".")[2] not in served.log
+    assert "xoxb-test-token" not in served.log and SIGNING_SECRET not in served.log

@@ -28,10 +28,6 @@ def nothing_given() -> str:
     return "Tell me what to do: an agent and a room, or a subcommand."
 
 
-def not_available(sub: str) -> str:
-    return f"`{sub}` is not available in this version of dispatch-bot."
-
-
 def unknown_subcommand(word: str, suggestion: str) -> str:
     return (
         f"{shorten(word, 40)} is not a command. Did you mean {suggestion}? (If {shorten(word, 40)} is an agent, "

@@ -25,8 +25,6 @@ def route(tokens: list[str], ctx: CommandContext) -> tuple[Command, list[str]]:
     word = tokens[0].lower()
     if word in COMMANDS and word != "dispatch":  # `dispatch` names the <agent> <room> form, not a word to type
         return COMMANDS[word], tokens[1:]
-    if word in RESERVED_WORDS:
-        raise GrammarError(messages.not_available(word))
     if tokens[0] not in ctx.known_agents():
         near = closest(word, [*COMMANDS, *RESERVED_WORDS], cutoff=0.75)
         if near and near != "dispatch":
