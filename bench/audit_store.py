@@ -306,7 +306,8 @@ async def run_queries(
             statements[name] = captured
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             plans = {
-                name: [line for sql in sqls for line in [sql, *explain(db, sql)]] for name, sqls in statements.items()
+                name: [line for sql in sqls for line in [shorten(sql), *explain(db, sql)]]
+                for name, sqls in statements.items()
             }
 
         progress(f"queries: {WARMUP_QUERIES} warm-up and {count} measured per shape")
@@ -342,6 +343,11 @@ async def run_queries(
         for name, ms in times.items()
     }
     return summary, plans, problems
+
+
+def shorten(sql: str) -> str:
+    """The statement as printed: the store's full column list abbreviated."""
+    return sql.replace(", ".join(COLUMNS), f"<the {len(COLUMNS)} columns>")
 
 
 def explain(db: sqlite3.Connection, sql: str) -> list[str]:

@@ -85,9 +85,10 @@ class BotUnderTest:
         async with self.http.post(f"{self.url}/slack/events", data=body, headers=headers) as resp:
             return resp.status, await resp.text()
 
-    async def command(self, text: str, **form: Any) -> CommandResult:
+    async def command(self, text: str, *, as_sent: bool = False, **form: Any) -> CommandResult:
+        """Send `text` as a person typed it (Slack escapes &, < and >), or `as_sent` by Slack, markup and all."""
         response_url = self.slack.new_response_url()
-        body = slash_command_body(slack_escape(text), response_url=response_url, **form)
+        body = slash_command_body(text if as_sent else slack_escape(text), response_url=response_url, **form)
         status, answer = await self.post(body, signed_headers(body, SIGNING_SECRET))
         return CommandResult(status, answer, response_url)
 

@@ -280,3 +280,9 @@ async def test_a_file_that_is_not_a_database(tmp_path: Path, make_settings: Any)
         code, _, err = await run_cli(args, env)
         assert code == 2
         assert err.strip() == f"dispatch-bot: The audit database {bad} cannot be used: file is not a database."
+
+
+async def test_a_mention_as_slack_sends_it(abot: BotUnderTest) -> None:
+    result = await abot.command("audit user:<@U02BOB|bob> room:r2", as_sent=True)
+    posted = await abot.slack.wait_for_response(url=result.response_url)
+    assert [line.split("`")[1] for line in entries(posted.body)] == ["captions r2"]

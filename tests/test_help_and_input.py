@@ -66,3 +66,15 @@ async def test_bad_input_gets_one_sentence_and_changes_nothing(
     [row] = bot.audit_rows()
     assert row["outcome"] == "invalid"
     assert row["raw_text"] == text.strip()[:2000]
+
+
+async def test_slack_markup_in_the_text_becomes_what_was_typed(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    result = await bot.command("list <#C0GEN|general>", as_sent=True)  # typed: /dispatch list #general
+    posted = await bot.slack.wait_for_response(url=result.response_url)
+    assert "*#general* is not running" in all_text(posted.body)
+    [request] = livekit.calls("ListRooms")
+    assert list(request.names) == ["#general"]  # type: ignore[attr-defined]
+    result = await bot.command("list <https://evil.example|x> &lt;!here&gt;", as_sent=True)
+    posted = await bot.slack.wait_for_response(url=result.response_url)
+    assert "Give one room." in all_text(posted.body)
+    assert bot.audit_rows()[-1]["raw_text"] == "list https://evil.example <!here>"

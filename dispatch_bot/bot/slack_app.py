@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,8 +32,24 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+# Slack's own markup in command text (should_escape: true): <@U1|name>, <#C1|name>, <!here>, <https://x|label>.
+_SLACK_MARKUP = re.compile(r"<([@#!]?)([^<>|]*)(?:\|([^<>]*))?>")
+
+
+def _plain(match: re.Match[str]) -> str:
+    kind, target, label = match.groups()
+    if kind == "@":
+        return f"<@{target}>"  # a person, kept as an id: the audit's user: filter needs it
+    if kind == "#":
+        return f"#{label or target}"
+    if kind == "!":
+        return label or f"@{target.split('^')[0]}"
+    return target  # a link: the URL as typed
+
+
 def slack_unescape(value: str) -> str:
-    """Slack sends &, < and > in command text as HTML entities."""
+    """Command text as the person typed it: Slack's markup undone, then its HTML entities for &, < and >."""
+    value = _SLACK_MARKUP.sub(_plain, value)
     return value.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
