@@ -55,7 +55,24 @@ HASHED_COLUMNS = (
     "action", "agent", "room", "dispatch_id", "outcome", "detail", "duration_ms",
 )  # fmt: skip
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
-_INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_WRITE_ATTEMPTS = 20
+# The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
+_APPEND = f"""
+WITH last AS (SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1),
+tip AS (SELECT
+    COALESCE((SELECT id FROM last), (SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'anchor_id'), 0) AS id,
+    COALESCE((SELECT hash FROM last), (SELECT value FROM audit_meta WHERE key = 'anchor_hash'), :genesis) AS hash)
+INSERT INTO audit ({", ".join(COLUMNS)})
+SELECT tip.id + 1, {", ".join(":" + c for c in HASHED_COLUMNS[1:])}, tip.hash,
+       audit_row_hash(tip.hash, tip.id + 1, {", ".join(":" + c for c in HASHED_COLUMNS[1:])})
+FROM tip
+"""
+
+
+def _sql_row_hash(prev_hash: str, *values: Any) -> str:
+    return row_hash(prev_hash, dict(zip(HASHED_COLUMNS, values, strict=True)))
+
+
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 
 
@@ -99,7 +116,7 @@ def _where(query: AuditQuery) -> tuple[str, list[Any]]:
             params.append(value)
     if query.since is not None:
         # ts grows with id, so the time bound becomes an id bound that every (column, id) index can range over.
-        clauses.append("id >= (SELECT COALESCE(MIN(id), 1 << 62) FROM audit WHERE ts >= ?)")
+        clauses.append("id >= COALESCE((SELECT id FROM audit WHERE ts >= ? ORDER BY ts LIMIT 1), 1 << 62)")
         params.append(query.since.astimezone(UTC).isoformat(timespec="microseconds"))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
@@ -136,6 +153,7 @@ class AuditStore:
             else:
                 raise sqlite3.OperationalError("it cannot be switched to WAL mode")
             await db.execute(f"PRAGMA synchronous = {synchronous}")
+            await db.create_function("audit_row_hash", 1 + len(HASHED_COLUMNS), _sql_row_hash, deterministic=True)
             await db.executescript(_SCHEMA)
             await db.execute(
                 "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -151,41 +169,30 @@ class AuditStore:
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
         actor = entry.actor
-        content: dict[str, Any] = {
+        params: dict[str, Any] = {
             "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
             "channel_name": actor.channel_name, "user_id": actor.user_id, "user_name": actor.user_name,
             "raw_text": entry.raw_text, "action": entry.action, "agent": entry.agent, "room": entry.room,
             "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
-            "duration_ms": entry.duration_ms,
+            "duration_ms": entry.duration_ms, "genesis": GENESIS_HASH,
         }  # fmt: skip
         async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
+            for attempt in range(_WRITE_ATTEMPTS):
+                params["ts"] = self._now().astimezone(UTC).isoformat(timespec="microseconds")  # in id order
                 try:
-                    tip_id, tip_hash = await self._tip()
-                    content["id"] = tip_id + 1
-                    content["ts"] = self._now().astimezone(UTC).isoformat(timespec="microseconds")  # in id order
-                    content["prev_hash"] = tip_hash
-                    content["hash"] = row_hash(tip_hash, content)
-                    await self._db.execute(_INSERT, [content[c] for c in COLUMNS])
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
-            except (sqlite3.Error, OSError) as exc:
-                raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
-            return int(content["id"])
-
-    async def _tip(self) -> tuple[int, str]:
-        """The last row's id and hash; after a prune of everything, the anchor."""
-        async with self._db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1") as cursor:
-            row = await cursor.fetchone()
-        if row is not None:
-            return int(row[0]), str(row[1])
-        anchor = await self._meta("anchor_hash")
-        anchor_id = await self._meta("anchor_id")
-        return (int(anchor_id) if anchor_id else 0), (anchor or GENESIS_HASH)
+                    # One statement reads the chain's tip and appends to it, so it is one atomic transaction.
+                    row_id = await self._db.execute_insert(_APPEND, params)
+                except sqlite3.OperationalError as exc:
+                    # Another process appended between this statement's read and its write (WAL snapshot): again.
+                    if attempt + 1 < _WRITE_ATTEMPTS and getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY_SNAPSHOT":
+                        await asyncio.sleep(0.005 * (attempt + 1))
+                        continue
+                    raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
+                except (sqlite3.Error, OSError) as exc:
+                    raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
+                assert row_id is not None
+                return int(row_id[0])
+        raise AssertionError("unreachable")
 
     async def _meta(self, key: str) -> str | None:
         async with self._db.execute("SELECT value FROM audit_meta WHERE key = ?", (key,)) as cursor:
