@@ -99,6 +99,27 @@ class PruneResult:
     anchor_id: int | None
 
 
+_OPEN_ATTEMPTS = 100
+
+
+class _NotWalYet(sqlite3.OperationalError):
+    pass
+
+
+async def _initialize(db: aiosqlite.Connection, synchronous: str) -> None:
+    async with db.execute("PRAGMA journal_mode = WAL") as cursor:
+        mode = await cursor.fetchone()
+    if not mode or str(mode[0]).lower() != "wal":
+        # Switching a new file to WAL needs it to itself; another process opening it now gets the old mode.
+        raise _NotWalYet("it cannot be switched to WAL mode")
+    await db.execute(f"PRAGMA synchronous = {synchronous}")
+    await db.create_function("audit_row_hash", 1 + len(HASHED_COLUMNS), _sql_row_hash, deterministic=True)
+    await db.executescript(_SCHEMA)
+    await db.execute(
+        "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+    )
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).split("\n")[0][:200] or type(exc).__name__
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
@@ -142,22 +163,17 @@ class AuditStore:
             raise AuditError(f"Cannot open the audit database {path}: {_describe(exc)}.") from None
         try:
             await db.execute("PRAGMA busy_timeout = 5000")
-            for _ in range(50):
-                # Switching a new file to WAL needs it to itself: a second process opening it at the same moment
-                # is answered with the old mode, so it asks again.
-                async with db.execute("PRAGMA journal_mode = WAL") as cursor:
-                    mode = await cursor.fetchone()
-                if mode and str(mode[0]).lower() == "wal":
+            for attempt in range(_OPEN_ATTEMPTS):
+                try:
+                    await _initialize(db, synchronous)
                     break
-                await asyncio.sleep(0.1)
-            else:
-                raise sqlite3.OperationalError("it cannot be switched to WAL mode")
-            await db.execute(f"PRAGMA synchronous = {synchronous}")
-            await db.create_function("audit_row_hash", 1 + len(HASHED_COLUMNS), _sql_row_hash, deterministic=True)
-            await db.executescript(_SCHEMA)
-            await db.execute(
-                "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+                except sqlite3.OperationalError as exc:
+                    # A new file is being set up by another process (WAL switch, schema): SQLite answers "locked"
+                    # without waiting in some of those steps, so this waits and asks again.
+                    busy = isinstance(exc, _NotWalYet) or getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+                    if not busy or attempt + 1 == _OPEN_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(0.05)
         except (sqlite3.Error, OSError) as exc:
             await db.close()
             raise AuditError(f"The audit database {path} cannot be used: {_describe(exc)}.") from None
