@@ -153,3 +153,12 @@ def test_real_openvidu_files(folder: str) -> None:
         assert info.services == ()
     else:
         assert info.services == (AgentService("live_captions", processing, provider),)  # type: ignore[arg-type]
+
+
+def test_a_folder_problem_goes_when_the_folder_comes_back(agents_dir: Path) -> None:
+    catalog = AgentCatalog(agents_dir, check_interval=0)
+    assert catalog.snapshot().problems == ("agent-broken.yaml is not valid YAML at line 5.",)
+    agents_dir.rename(agents_dir.with_name("away"))
+    assert catalog.snapshot().problems[0].startswith(f"The agent folder {agents_dir} cannot be read")
+    agents_dir.with_name("away").rename(agents_dir)
+    assert catalog.snapshot().problems == ("agent-broken.yaml is not valid YAML at line 5.",)

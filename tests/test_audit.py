@@ -18,6 +18,7 @@ import pytest
 from dispatch_bot.bot.audit_store import AuditStore
 from dispatch_bot.commands.ports import Actor, AuditRecord
 from tests.conftest import BotUnderTest, all_text, read_audit
+from tests.fakes.livekit_server import FakeLiveKit
 from tests.fakes.slack_server import FakeSlack
 from tests.test_console import CLI, bot_env, run_cli
 
@@ -286,3 +287,43 @@ async def test_a_mention_as_slack_sends_it(abot: BotUnderTest) -> None:
     result = await abot.command("audit user:<@U02BOB|bob> room:r2", as_sent=True)
     posted = await abot.slack.wait_for_response(url=result.response_url)
     assert [line.split("`")[1] for line in entries(posted.body)] == ["captions r2"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "sentence"),
+    [
+        ("since:nan", "since:nan is neither a duration nor a date"),
+        ("since:inf", "since:inf is neither a duration nor a date"),
+        ("since:1e12", "since:1e12 is neither a duration nor a date"),
+        ("since:99999999999", "since:99999999999 is neither a duration nor a date"),
+        ("limit:²", "limit:² is out of range"),
+        ("limit:99999999999999", "is out of range"),
+    ],
+)
+async def test_numbers_that_do_not_fit_are_one_sentence(abot: BotUnderTest, filters: str, sentence: str) -> None:
+    text = all_text(await abot.reply(f"audit {filters}"))
+    assert sentence in text
+    row = abot.audit_rows()[-1]
+    assert (row["action"], row["outcome"]) == ("audit", "invalid")
+
+
+async def test_cli_numbers_that_do_not_fit(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    await fill(settings.database, HISTORY)
+    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    for args in (["audit", "since:nan"], ["audit", "limit:²"], ["audit", "prune", "--older-than", "nan"]):
+        code, _, err = await run_cli(args, env)
+        assert code == 2 and err.startswith("dispatch-bot: ") and "Traceback" not in err, err
+
+
+async def test_a_read_only_database_is_said_and_a_link_is_withheld(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    await bot.reply("help")
+    await bot.runtime.audit._db.execute("PRAGMA query_only = ON")  # the file turns read-only under the bot
+    body = await bot.reply("link my-room captions")
+    text = all_text(body)
+    assert "This was not recorded in the audit log: Writing to the audit database" in text
+    assert "attempt to write a readonly database" in text
+    assert "The join link was withheld" in text
+    assert not any(b["type"] == "actions" for b in body["blocks"]) and "token=" not in json.dumps(body)
+    text = all_text(await bot.reply("list my-room"))
+    assert "is not running" in text and "This was not recorded in the audit log" in text

@@ -127,3 +127,19 @@ def test_audit_of_a_missing_database_says_so(tmp_path: Path) -> None:
         f"dispatch-bot: The audit database {missing} does not exist: check DISPATCH_BOT_DB (or audit.database)."
     )
     assert not missing.exists()
+
+
+def test_every_key_the_readme_documents_is_accepted(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("The file, with every key and its default:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "documented.yaml"
+    config.write_text(block.replace("subs: my-subtitles-agent", "subs: speech-processing"))
+    settings = load_settings(str(config), env={})
+    assert settings.public_ws_url == "ws://localhost:7880"
+    assert settings.max_concurrent_commands == 8
+
+
+def test_public_url_is_what_links_carry(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("livekit:\n  url: http://localhost:7880\n  public_url: https://openvidu.example.com\n")
+    assert load_settings(str(config), env={}).public_ws_url == "wss://openvidu.example.com"

@@ -201,3 +201,19 @@ async def test_sigterm_during_a_command_keeps_its_audit_row_and_reply(
     assert "*my-room*: 1 dispatch" in posted.body["text"]
     assert [(r["action"], r["outcome"]) for r in read_audit(Path(settings.database))] == [("list", "ok")]
     assert "Traceback" not in served.log
+
+
+async def test_bytes_that_are_not_utf8_get_one_sentence_and_a_row(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "console", "-c", b"list r\xff", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert "The command contains bytes that are not UTF-8 text." in out.decode()
+    assert b"Traceback" not in err
+    [row] = read_audit(Path(settings.database))
+    assert (row["outcome"], row["raw_text"]) == ("invalid", "list r\\udcff")

@@ -101,8 +101,12 @@ async def test_name_and_ttl(bot: BotUnderTest) -> None:
 @pytest.mark.parametrize(
     ("text", "sentence"),
     [
-        ("link my-room --ttl 0", "must be more than zero"),
-        ("link my-room --ttl -5m", "'-5m' is not a duration"),
+        ("link my-room --ttl 0", "must be at least a minute"),
+        ("link my-room --ttl 1ms", "must be at least a minute"),
+        ("link my-room --ttl -5m", "'-5m' is negative"),
+        ("link my-room --ttl nan", "'nan' is not a duration"),
+        ("link my-room --ttl inf", "'inf' is not a duration"),
+        ("link my-room --ttl 1e12", "'1e12' is not a duration"),
         ("link my-room --ttl soon", "'soon' is not a duration"),
         ("link my-room --ttl 13h", "The longest a link may live is 12h (links.max_ttl)"),
         ("link my-room --name " + "n" * 129, "the limit is 128"),
@@ -187,3 +191,15 @@ async def test_no_token_reaches_the_log_even_at_debug(
     assert "[redacted]" in served.log  # slack_sdk logs the response_url body at DEBUG: the link was masked there
     assert token not in served.log and token.split(".")[2] not in served.log
     assert "xoxb-test-token" not in served.log and SIGNING_SECRET not in served.log
+
+
+async def test_a_link_too_long_for_slack_is_refused_before_anything_happens(
+    bot: BotUnderTest, livekit: FakeLiveKit
+) -> None:
+    room = "é" * 128  # 256 bytes, the most LiveKit allows
+    livekit.add_room(room)
+    agents = " ".join(f"{i}" + "a" * 127 for i in range(8))
+    body = await bot.reply(f"link {room} {agents} --name '{'é' * 128}'")
+    assert "more than the 3,000 a Slack button takes" in all_text(body)
+    assert livekit.calls("CreateDispatch") == []
+    assert bot.audit_rows()[-1]["outcome"] == "invalid"

@@ -160,3 +160,11 @@ async def test_check_says_when_there_is_no_policy(make_settings: Any, tmp_path: 
     assert code == 0, out
     assert "policy: none configured, so everyone in the workspace may run every command." in out
     assert "livekit: reached" in out and "audit: " in out
+
+
+async def test_stop_by_an_unknown_id_is_still_checked(pbot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    livekit.add_room("my-room")
+    body = await pbot.reply("stop AD_nosuchdispatch my-room", channel_id="CRANDOM")
+    assert "You may not stop in *my-room*" in all_text(body)
+    assert livekit.calls("DeleteDispatch") == []
+    assert pbot.audit_rows()[-1]["outcome"] == "denied"

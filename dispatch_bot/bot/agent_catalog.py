@@ -100,8 +100,8 @@ class AgentCatalog:
             self._folder_problem = problem
             self._build()
             return
+        changed = bool(self._folder_problem)  # the folder is readable again: its problem goes
         self._folder_problem = ""
-        changed = False
         for file_name in set(self._files) - set(entries):
             del self._files[file_name]
             changed = True

@@ -35,9 +35,11 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "signing_secret": "signing secret",
         "api_url": "Web API URL",
         "port": "HTTP port",
+        "max_concurrent_commands": "number",
     },
     "livekit": {
         "url": "server URL",
+        "public_url": "the URL browsers use",
         "api_key": "API key",
         "api_secret": "API secret",
         "request_timeout": "duration",

@@ -36,7 +36,7 @@ def parse_since(value: str, now: datetime) -> datetime:
         pass
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(
             f"since:{value} is neither a duration nor a date; write since:2h, since:7d or since:2026-11-01."
         ) from None
@@ -79,7 +79,7 @@ def parse_filters(
     limit = DEFAULT_LIMIT
     if "limit" in found:
         top = max_limit or 1_000_000
-        if not found["limit"].isdigit() or not 1 <= int(found["limit"]) <= top:
+        if not re.fullmatch(r"[0-9]{1,9}", found["limit"]) or not 1 <= int(found["limit"]) <= top:
             raise UsageError(f"limit:{found['limit']} is out of range; use a number from 1 to {top:,}.")
         limit = int(found["limit"])
     since = parse_since(found["since"], now) if "since" in found else None

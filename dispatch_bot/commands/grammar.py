@@ -13,6 +13,7 @@ MAX_COMMAND_CHARS = 4000
 MAX_ROOM_BYTES = 256
 MAX_AGENT_CHARS = 128
 MAX_METADATA_BYTES = 16 * 1024
+MAX_DURATION = 36500 * 86400  # a hundred years: enough for any retention, small enough for datetime arithmetic
 
 _AGENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _DISPATCH_ID = re.compile(r"AD_[A-Za-z0-9]+")
@@ -35,6 +36,8 @@ class Parsed:
 def tokenize(text: str) -> list[str]:
     if len(text) > MAX_COMMAND_CHARS:
         raise GrammarError(f"That command is {len(text):,} characters long; the limit is {MAX_COMMAND_CHARS:,}.")
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise GrammarError("The command contains bytes that are not UTF-8 text.")
     try:
         return shlex.split(text.translate(_QUOTES), posix=True)
     except ValueError:
@@ -123,15 +126,14 @@ def check_metadata(metadata: str) -> str:
 def parse_duration(value: str) -> float:
     """`90s`, `15m`, `2h`, `7d` (and `250ms`) in seconds; a bare number is seconds."""
     value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        match = _DURATION.fullmatch(value)
-        if not match:
-            raise GrammarError(f"{value!r} is not a duration; write it like 90s, 15m, 2h or 7d.") from None
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
+    if re.fullmatch(r"-\d+(?:\.\d+)?(?:ms|s|m|h|d)?", value):
         raise GrammarError(f"{value!r} is negative; a duration must be zero or more.")
+    match = _DURATION.fullmatch(value) or re.fullmatch(r"(\d+(?:\.\d+)?)()", value)
+    if not match:
+        raise GrammarError(f"{value!r} is not a duration; write it like 90s, 15m, 2h or 7d.")
+    seconds = float(match.group(1)) * _DURATION_UNITS.get(match.group(2), 1)
+    if seconds > MAX_DURATION:
+        raise GrammarError(f"{value!r} is longer than the {MAX_DURATION // 86400:,} days a duration may be.")
     return seconds
 
 

@@ -29,6 +29,8 @@ DETAILS = (
 FLAGS = {"--name": True, "--ttl": True}
 MAX_AGENTS = 8
 MAX_NAME_CHARS = 128
+MIN_TTL = 60
+MAX_URL_CHARS = 3000  # what Slack takes for a button's URL
 _IDENTITY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -57,8 +59,8 @@ def _ttl(ctx: CommandContext, value: str | None) -> float:
         seconds = parse_duration(value)
     except GrammarError as exc:
         raise UsageError(str(exc)) from None
-    if seconds <= 0:
-        raise UsageError("The link's lifetime (--ttl) must be more than zero, like 30m or 2h.")
+    if seconds < MIN_TTL:
+        raise UsageError("The link's lifetime (--ttl) must be at least a minute, like 30m or 2h.")
     if seconds > ctx.settings.link_max_ttl:
         limit = _format_duration(ctx.settings.link_max_ttl)
         raise UsageError(f"The longest a link may live is {limit} (links.max_ttl); ask for {limit} or less.")
@@ -103,6 +105,18 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         name = (name or ctx.actor.user_id)[:MAX_NAME_CHARS]
     identity = f"{_IDENTITY_UNSAFE.sub('-', ctx.actor.user_id).strip('-') or 'user'}-{secrets.token_hex(4)}"
 
+    token = ctx.backend.mint_join_token(
+        room=room, identity=identity, name=name, ttl=timedelta(seconds=ttl), agents=names
+    )
+    expires_at = ctx.now() + timedelta(seconds=ttl)
+    url = build_url(
+        ctx.settings.link_url_template, ws_url=ctx.settings.link_ws_url, token=token, room=room, identity=identity
+    )
+    if len(url) > MAX_URL_CHARS:
+        raise UsageError(
+            f"That link would be {len(url):,} characters long, more than the {MAX_URL_CHARS:,} a Slack button takes; "
+            "bring fewer agents or use a shorter --name."
+        )
     lines: list[Text] = [a.warning for a in agents if a.warning]
     dispatched: list[str] = []
     if names and await ctx.backend.get_room(room) is not None:
@@ -120,13 +134,6 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     elif names:
         lines.insert(0, messages.link_room_not_running(room, names))
 
-    token = ctx.backend.mint_join_token(
-        room=room, identity=identity, name=name, ttl=timedelta(seconds=ttl), agents=names
-    )
-    expires_at = ctx.now() + timedelta(seconds=ttl)
-    url = build_url(
-        ctx.settings.link_url_template, ws_url=ctx.settings.link_ws_url, token=token, room=room, identity=identity
-    )
     lines.insert(0, messages.link_ready(room, name, identity, expires_at, _format_duration(ttl), names))
     detail = (
         f"link for {identity} ({name}), agents {', '.join(names) or 'none'}, "

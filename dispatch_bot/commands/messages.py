@@ -423,6 +423,10 @@ def link_ready(room: str, name: str, identity: str, expires_at: datetime, ttl: s
     )
 
 
+def link_withheld() -> Text:
+    return text("The join link was withheld: a link the audit log does not record is not handed out. Try again.")
+
+
 def link_room_running(room: str) -> Text:
     return text(
         "*{room}* is already running, so LiveKit would ignore the agents in the link's token (it applies them only "

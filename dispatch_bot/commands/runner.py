@@ -125,7 +125,7 @@ class CommandRunner:
     async def _record(self, ctx: CommandContext, raw: str, reply: Reply, started: float) -> None:
         entry = AuditRecord(
             actor=ctx.actor,
-            raw_text=raw[:MAX_RAW_TEXT],
+            raw_text=raw[:MAX_RAW_TEXT].encode("utf-8", "backslashreplace").decode("utf-8"),
             action=reply.action or "unknown",
             outcome=reply.outcome,
             agent=reply.agent,
@@ -139,3 +139,6 @@ class CommandRunner:
         except AuditError as exc:
             log.error("audit write failed: %s", exc)
             reply.lines.append(messages.audit_failed(str(exc)))
+            if reply.link is not None:  # a credential nobody could later trace is not handed out
+                reply.link = None
+                reply.lines.append(messages.link_withheld())

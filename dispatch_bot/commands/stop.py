@@ -42,7 +42,7 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         found = await ctx.backend.get_dispatch(target, room)
         if found is not None:
             ctx.note(agent=found.agent_name)
-            ctx.authorize("stop", agent=found.agent_name, room=room)
+        ctx.authorize("stop", agent=found.agent_name if found else "", room=room)
         try:
             removed = await ctx.backend.delete_dispatch(target, room)
         except BackendError as exc:
