@@ -216,18 +216,47 @@ async def test_prune_keeps_the_chain_verifiable(make_settings: Any, tmp_path: Pa
 
     code, out, _ = await run_cli(["audit", "prune", "--older-than", "30d"], env)
     assert code == 0 and out.startswith("removed 5 rows, up to row 5")
-    assert [r["id"] for r in read_audit(Path(settings.database))] == [6]
-    assert await verify(env) == (0, "audit log intact: 1 rows from row 6, every hash and link checked.")
+    rows = read_audit(Path(settings.database))
+    assert [(r["id"], r["action"]) for r in rows] == [(6, "help"), (7, "prune")]
+    assert rows[1]["detail"].startswith("removed 5 rows older than ") and "anchor row 5 hash " in rows[1]["detail"]
+    assert await verify(env) == (0, "audit log intact: 2 rows from row 6, every hash and link checked.")
     await run_cli(["console", "-c", "help"], env)
     assert (await verify(env))[0] == 0
 
     code, out, _ = await run_cli(["audit", "prune", "--older-than", "0s"], env)  # everything
     await run_cli(["console", "-c", "help"], env)
-    assert [r["id"] for r in read_audit(Path(settings.database))] == [8]
+    assert [(r["id"], r["action"]) for r in read_audit(Path(settings.database))] == [(9, "prune"), (10, "help")]
     assert (await verify(env))[0] == 0
 
     code, _, err = await run_cli(["audit", "prune"], env)
     assert code == 2 and "audit prune needs --older-than DURATION" in err
+
+
+async def test_a_log_cut_short_or_with_a_forged_anchor_does_not_verify(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    await fill(settings.database, [{"at": i, "text": f"list r{i}", "action": "list"} for i in range(6)])
+    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    with sqlite3.connect(settings.database) as db:
+        db.execute("DELETE FROM audit WHERE id > 3")
+    code, out = await verify(env)
+    assert code == 1 and "the log ends at row 3, but row 6 was written: the rows after 3 were removed." in out
+
+    await fill(settings.database, [{"at": i, "text": f"list r{i}", "action": "list"} for i in range(6)])
+    with sqlite3.connect(settings.database) as db:
+        prev = db.execute("SELECT prev_hash FROM audit WHERE id = 4").fetchone()[0]
+        db.execute("DELETE FROM audit WHERE id <= 3")
+        db.executemany("INSERT OR REPLACE INTO audit_meta VALUES (?, ?)", [("anchor_id", "3"), ("anchor_hash", prev)])
+    code, out = await verify(env)
+    assert code == 1 and "the log starts after row 3, but no prune recorded removing the rows before it." in out
+
+
+async def test_rows_from_two_clocks_keep_time_in_order(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    await fill(settings.database, [{"at": 10}])
+    await fill(settings.database, [{"at": 5}])  # another process whose clock is behind
+    [first, second] = read_audit(Path(settings.database))
+    assert second["ts"] == first["ts"]  # never earlier than the row before it
+    assert (await verify(bot_env(settings, tmp_path / "dispatch-bot.yaml")))[0] == 0
 
 
 async def test_a_hundred_concurrent_commands_make_one_chain(bot: BotUnderTest) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..commands.ports import AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow
+from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -47,6 +47,10 @@ CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id);
 CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The tip, written with each row in its transaction: verify tells a log cut short from an intact one.
+CREATE TRIGGER IF NOT EXISTS audit_tip AFTER INSERT ON audit BEGIN
+    INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('tip_id', NEW.id), ('tip_hash', NEW.hash);
+END;
 """
 
 # The columns a row's hash covers, in this order; with `id` in it, rows cannot be swapped unnoticed.
@@ -57,14 +61,17 @@ HASHED_COLUMNS = (
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 _WRITE_ATTEMPTS = 20
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
+_VALUES = ", ".join("max(:ts, tip.ts)" if c == "ts" else ":" + c for c in HASHED_COLUMNS[1:])
+# The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log. A row's
+# time never goes back past the tip's, so ts grows with id even when two processes write (since: relies on it).
 _APPEND = f"""
-WITH last AS (SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1),
+WITH last AS (SELECT id, ts, hash FROM audit ORDER BY id DESC LIMIT 1),
 tip AS (SELECT
     COALESCE((SELECT id FROM last), (SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'anchor_id'), 0) AS id,
+    COALESCE((SELECT ts FROM last), '') AS ts,
     COALESCE((SELECT hash FROM last), (SELECT value FROM audit_meta WHERE key = 'anchor_hash'), :genesis) AS hash)
 INSERT INTO audit ({", ".join(COLUMNS)})
-SELECT tip.id + 1, {", ".join(":" + c for c in HASHED_COLUMNS[1:])}, tip.hash,
-       audit_row_hash(tip.hash, tip.id + 1, {", ".join(":" + c for c in HASHED_COLUMNS[1:])})
+SELECT tip.id + 1, {_VALUES}, tip.hash, audit_row_hash(tip.hash, tip.id + 1, {_VALUES})
 FROM tip
 """
 
@@ -256,7 +263,9 @@ class AuditStore:
         """Walk the chain from its anchor; name the first row whose content or link is wrong."""
         try:
             anchor_id_text = await self._meta("anchor_id")
-            expected_prev = await self._meta("anchor_hash") or GENESIS_HASH
+            anchor_hash = await self._meta("anchor_hash")
+            expected_prev = anchor_hash or GENESIS_HASH
+            last_prune: AuditRow | None = None
             expected_id = (int(anchor_id_text) if anchor_id_text else 0) + 1
             count, first_id = 0, None
             async with self._db.execute(f"{_SELECT} ORDER BY id") as cursor:
@@ -274,13 +283,32 @@ class AuditStore:
                             count, first_id, row.id, f"row {row.id} was altered: its content does not match its hash."
                         )
                     expected_prev, expected_id = row.hash, row.id + 1
+                    if row.action == "prune" and row.outcome == "ok":
+                        last_prune = row
                     count += 1
+            tip_id, tip_hash = await self._meta("tip_id"), await self._meta("tip_hash")
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        last_id = expected_id - 1
+        if tip_id is not None and int(tip_id) > last_id:
+            return VerifyResult(
+                count, first_id, last_id + 1,
+                f"the log ends at row {last_id}, but row {tip_id} was written: the rows after {last_id} were removed.",
+            )  # fmt: skip
+        if tip_id is not None and int(tip_id) == last_id and tip_hash != expected_prev:
+            return VerifyResult(count, first_id, last_id, f"row {last_id} is not the row that was written last.")
+        if anchor_id_text is not None:
+            mark = f"anchor row {anchor_id_text} hash {anchor_hash}"
+            if last_prune is None or mark not in last_prune.detail:
+                return VerifyResult(
+                    count, first_id, first_id,
+                    f"the log starts after row {anchor_id_text}, but no prune recorded removing the rows before it.",
+                )  # fmt: skip
         return VerifyResult(count, first_id)
 
-    async def prune(self, older_than: datetime) -> PruneResult:
-        """Remove rows older than a moment; the last removed row's hash becomes the chain's anchor."""
+    async def prune(self, older_than: datetime, actor: Actor) -> PruneResult:
+        """Remove rows older than a moment. The last removed row's hash becomes the chain's anchor, and a row of
+        its own (action `prune`) records that anchor in the chain."""
         cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
         async with self._write_lock:
             try:
@@ -305,4 +333,10 @@ class AuditStore:
                     raise
             except sqlite3.Error as exc:
                 raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+        if last is not None:
+            detail = (
+                f"removed {removed} rows older than {cutoff[:19]}Z, up to row {last[0]}; "
+                f"anchor row {last[0]} hash {last[1]}"
+            )
+            await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
         return PruneResult(removed, int(last[0]) if last else None)

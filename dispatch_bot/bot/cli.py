@@ -21,14 +21,15 @@ from aiohttp import web
 
 from ..commands.audit import parse_filters
 from ..commands.grammar import GrammarError, parse_duration
-from ..commands.ports import AuditError
+from ..commands.ports import Actor, AuditError
 from .audit_store import COLUMNS, AuditStore
 from .config import ConfigError, Settings, load_settings
-from .console import console
+from .console import cli_actor, console
 from .log_redaction import configure_logging
 from .runtime import Runtime
 
 log = logging.getLogger("dispatch_bot")
+RETENTION_ACTOR = Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,7 +167,7 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
         cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days or 0)
         try:
-            result = await runtime.audit.prune(cutoff)
+            result = await runtime.audit.prune(cutoff, RETENTION_ACTOR)
             if result.removed:
                 log.info("retention: removed %d audit rows older than %s", result.removed, cutoff.date())
         except AuditError as exc:
@@ -251,7 +252,7 @@ async def _prune(settings: Settings, older_than: str | None) -> int:
         raise ConfigError(f"--older-than: {exc}") from None
     store = await AuditStore.open(settings.database)
     try:
-        result = await store.prune(datetime.now(UTC) - timedelta(seconds=seconds))
+        result = await store.prune(datetime.now(UTC) - timedelta(seconds=seconds), cli_actor())
     finally:
         await store.close()
     if result.removed:
