@@ -356,3 +356,16 @@ async def test_a_read_only_database_is_said_and_a_link_is_withheld(bot: BotUnder
     assert not any(b["type"] == "actions" for b in body["blocks"]) and "token=" not in json.dumps(body)
     text = all_text(await bot.reply("list my-room"))
     assert "is not running" in text and "This was not recorded in the audit log" in text
+
+
+async def test_agent_filter_finds_a_link_that_brings_several_agents(bot: BotUnderTest) -> None:
+    await bot.reply("link room-a captions other-agent")
+    await bot.reply("captions room-b --dry-run")
+    for agent, expected in (
+        ("other-agent", ["link room-a captions other-agent"]),
+        ("captions", ["captions room-b --dry-run", "link room-a captions other-agent"]),
+    ):
+        body = await bot.reply(f"audit agent:{agent}")
+        assert [line.split("`")[1] for line in entries(body)] == expected
+    code_rows = [r for r in bot.audit_rows() if r["action"] == "link"]
+    assert code_rows[0]["agent"] == "speech-processing,other-agent"

@@ -168,3 +168,15 @@ async def test_stop_by_an_unknown_id_is_still_checked(pbot: BotUnderTest, liveki
     assert "You may not stop in *my-room*" in all_text(body)
     assert livekit.calls("DeleteDispatch") == []
     assert pbot.audit_rows()[-1]["outcome"] == "denied"
+
+
+async def test_a_room_deny_covers_an_audit_that_would_show_that_room(start_bot: Callable[..., Any]) -> None:
+    bot = await start_bot(
+        "policy:\n  rules:\n    - name: secret-history\n      deny: [audit, rooms]\n      rooms: ['secret-*']\n"
+        "    - name: the-rest\n      allow: ['*']\n"
+    )
+    assert "rule `secret-history`" in all_text(await bot.reply("audit room:secret-1"))
+    assert "rule `secret-history`" in all_text(await bot.reply("audit"))  # unfiltered: it would show secret-1
+    assert "rule `secret-history`" in all_text(await bot.reply("audit agent:captions"))
+    assert "rule `secret-history`" in all_text(await bot.reply("rooms"))
+    assert "You may not" not in all_text(await bot.reply("audit room:public-1"))

@@ -47,6 +47,16 @@ CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id);
 CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_agents (
+    agent  TEXT    NOT NULL,
+    row_id INTEGER NOT NULL,
+    PRIMARY KEY (agent, row_id)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS audit_agent_list AFTER INSERT ON audit
+WHEN NEW.agent LIKE '%,%' AND NEW.agent NOT GLOB '*[^A-Za-z0-9_,-]*' BEGIN
+    INSERT OR IGNORE INTO audit_agents (agent, row_id)
+    SELECT value, NEW.id FROM json_each('["' || replace(NEW.agent, ',', '","') || '"]');
+END;
 -- The tip, written with each row in its transaction: verify tells a log cut short from an intact one.
 CREATE TRIGGER IF NOT EXISTS audit_tip AFTER INSERT ON audit BEGIN
     INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('tip_id', NEW.id), ('tip_hash', NEW.hash);
@@ -134,14 +144,19 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def _where(query: AuditQuery) -> tuple[str, list[Any]]:
+# A link that brings several agents records them all in `agent` ("a,b"); this side table lists each of them, so
+# that agent: finds the row through an index too. Filled by a trigger in the row's own transaction.
+_AGENT_OF_ROW = "id IN (SELECT row_id FROM audit_agents WHERE agent = ?)"
+
+
+def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("room", query.room), ("agent", query.agent), ("user_id", query.user_id),
                           ("outcome", query.outcome)):  # fmt: skip
         if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
+            clauses.append(agent_clause if column == "agent" else f"{column} = ?")
+            params.extend([value] * agent_clause.count("?") if column == "agent" else [value])
     if query.since is not None:
         # ts grows with id, so the time bound becomes an id bound that every (column, id) index can range over.
         clauses.append("id >= COALESCE((SELECT id FROM audit WHERE ts >= ? ORDER BY ts LIMIT 1), 1 << 62)")
@@ -229,23 +244,29 @@ class AuditStore:
 
     async def query(self, query: AuditQuery) -> AuditPage:
         """The newest `limit` rows matching, and how many more match."""
-        where, params = _where(query)
+        # With agent:, rows naming that agent alone and rows of several agents are two index ranges; each is
+        # read newest first and the two are merged, rather than sorting their union.
+        clauses = ["agent = ?", _AGENT_OF_ROW] if query.agent else ["agent = ?"]
+        branches = [_where(query, clause) for clause in clauses]
+        page = " UNION ALL ".join(f"SELECT * FROM ({_SELECT}{w} ORDER BY id DESC LIMIT ?)" for w, _ in branches)
+        count = " + ".join(f"(SELECT COUNT(*) FROM (SELECT 1 FROM audit{w} LIMIT ?))" for w, _ in branches)
+        cap = query.limit + MORE_CAP + 1
         try:
-            async with self._db.execute(f"{_SELECT}{where} ORDER BY id DESC LIMIT ?", [*params, query.limit]) as cur:
+            page_params = [v for w, p in branches for v in [*p, query.limit]]
+            async with self._db.execute(f"{page} ORDER BY id DESC LIMIT ?", [*page_params, query.limit]) as cur:
                 rows = [AuditRow(*r) async for r in cur]
             more = 0
             if len(rows) == query.limit:
-                sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM audit{where} ORDER BY id DESC LIMIT ? OFFSET ?)"
-                async with self._db.execute(sql, [*params, MORE_CAP + 1, query.limit]) as cur:
+                async with self._db.execute(f"SELECT {count}", [v for w, p in branches for v in [*p, cap]]) as cur:
                     counted = await cur.fetchone()
-                more = int(counted[0]) if counted else 0
+                more = max(0, int(counted[0]) - query.limit) if counted else 0
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
         return AuditPage(rows, min(more, MORE_CAP), more > MORE_CAP)
 
     async def rows(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[AuditRow]:
         """Matching rows, newest first, streamed from the database rather than built in memory."""
-        where, params = _where(query or AuditQuery())
+        where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
         sql = f"{_SELECT}{where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"

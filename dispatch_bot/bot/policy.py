@@ -13,6 +13,7 @@ from typing import Any
 
 from ..commands.ports import ACTIONS, Actor, Decision
 
+SPANNING_ACTIONS = ("audit", "rooms")
 _RULE_KEYS = ("name", "allow", "deny", "agents", "rooms", "users", "channels")
 
 
@@ -44,10 +45,12 @@ class Rule:
     def matches(self, actor: Actor, action: str, agent: str, room: str) -> bool:
         if not self.covers(actor, action):
             return False
-        # A condition on agents (or rooms) only matches a request that names one.
-        if self.agents is not None and not (agent and _any(self.agents, agent)):
+        # A condition on agents (or rooms) matches a request that names a matching one. A request that spans them
+        # all (an audit without room:, the list of rooms) is covered by a deny: it would show the denied ones.
+        spans = not self.allow and action in SPANNING_ACTIONS
+        if self.agents is not None and not (_any(self.agents, agent) if agent else spans):
             return False
-        return self.rooms is None or bool(room and _any(self.rooms, room))
+        return self.rooms is None or (_any(self.rooms, room) if room else spans)
 
 
 @dataclass(frozen=True)
