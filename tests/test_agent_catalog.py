@@ -162,3 +162,17 @@ def test_a_folder_problem_goes_when_the_folder_comes_back(agents_dir: Path) -> N
     assert catalog.snapshot().problems[0].startswith(f"The agent folder {agents_dir} cannot be read")
     agents_dir.with_name("away").rename(agents_dir)
     assert catalog.snapshot().problems == ("agent-broken.yaml is not valid YAML at line 5.",)
+
+
+def test_names_are_what_openvidu_registers(tmp_path: Path) -> None:
+    (tmp_path / "agent-support-agent-v2.yml").write_text("enabled: true\nlive_captions:\n  processing: manual\n")
+    (tmp_path / "agent-agent-foo.yaml").write_text("enabled: true\n")
+    (tmp_path / "agent-blank.yaml").write_text("enabled: true\nagent_name: ''\n")
+    (tmp_path / "agent-noproc.yaml").write_text("enabled: true\nlive_captions:\n  provider: vosk\n")
+    snapshot = AgentCatalog(tmp_path).snapshot()
+    assert sorted(snapshot.agents) == ["blank", "noproc", "support-"]
+    assert "registers as `support-`, not `support-agent-v2`" in snapshot.agents["support-"].defects[0]
+    assert snapshot.agents["blank"].name_mismatch
+    assert "`live_captions` has no `processing` key" in snapshot.agents["noproc"].defects[0]
+    [problem] = snapshot.problems
+    assert problem.startswith("agent-agent-foo.yaml: OpenVidu names an agent after the text between the first two")

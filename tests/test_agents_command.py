@@ -56,7 +56,7 @@ async def cbot(start_bot: Callable[..., Any], agents_dir: Path) -> BotUnderTest:
         ),
         (
             "mismatch my-room",
-            ["agent-mismatch.yaml sets `agent_name: some-other-name`, but its file name makes the agent *mismatch*"],
+            ["agent-mismatch.yaml sets `agent_name: 'some-other-name'`, but its file name makes the agent *mismatch*"],
             "agent_name some-other-name disagrees with file name",
         ),
         (
@@ -114,7 +114,7 @@ async def test_agents_lists_what_the_files_say(cbot: BotUnderTest, agents_dir: P
     assert "• *disabled-bot* · disabled · live_captions: manual (aws) · explicit dispatch: no: disabled" in shown
     assert "live_captions: manual (azure); summary: automatic (openai) · explicit dispatch: yes" in shown
     assert "• *minimal* · enabled · no AI service section · explicit dispatch: yes" in shown
-    assert "no: agent_name some-other-name differs from the file name" in shown
+    assert "no: agent_name 'some-other-name' differs from the file name" in shown
     assert ":warning: agent-broken.yaml is not valid YAML at line 5." in shown
     assert cbot.audit_rows()[-1]["action"] == "agents"
 
@@ -194,4 +194,16 @@ async def test_console_refuses_like_slack(
     assert "disabled-bot is disabled (`enabled: false` in agent-disabled-bot.yml)" in out
     code, out, _ = await run_cli(["console", "-c", "agents"], env)
     assert code == 0 and "auto-captions · enabled · live_captions: automatic (deepgram)" in out
+    assert livekit.requests == []
+
+
+async def test_a_file_openvidu_would_fail_on_is_refused(
+    start_bot: Callable[..., Any], tmp_path: Path, livekit: FakeLiveKit
+) -> None:
+    folder = tmp_path / "defects"
+    folder.mkdir()
+    (folder / "agent-noproc.yaml").write_text("enabled: true\nlive_captions:\n  provider: vosk\n")
+    bot = await start_bot(OPENVIDU_AGENTS_DIR=str(folder))
+    shown = all_text(await bot.reply("noproc my-room"))
+    assert "*noproc* cannot start as agent-noproc.yaml stands: `live_captions` has no `processing` key" in shown
     assert livekit.requests == []

@@ -6,6 +6,7 @@ The rules are OpenVidu's own: the agent name comes from the file name (`agent-[a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -30,6 +31,11 @@ class AgentFileError(ValueError):
     """A file that cannot be used; the message names the file and the key."""
 
 
+def openvidu_agent_name(file_name: str) -> str:
+    """The name OpenVidu's agent registers under: `basename.split(".")[0].split("agent-")[1]`, as its own code does."""
+    return file_name.split(".")[0].split("agent-")[1]
+
+
 def parse_agent_file(name: str, file_name: str, text: str) -> AgentInfo:
     """One agent file's content into an AgentInfo; raises AgentFileError with one sentence."""
     try:
@@ -49,9 +55,14 @@ def parse_agent_file(name: str, file_name: str, text: str) -> AgentInfo:
     if declared is not None and not isinstance(declared, str):
         raise AgentFileError(f"{file_name}: `agent_name` must be a string.")
     services: list[AgentService] = []
+    defects: list[str] = []
     for section, value in data.items():
         if section in KNOWN_SERVICES and not isinstance(value, dict):
             raise AgentFileError(f"{file_name}: `{section}` must be a mapping with a `processing` key.")
+        if section in KNOWN_SERVICES and "processing" not in value:
+            defects.append(
+                f"`{section}` has no `processing` key, which OpenVidu's agent reads at start and stops without"
+            )
         if not isinstance(value, dict) or "processing" not in value:
             continue
         processing = value["processing"]
@@ -61,7 +72,7 @@ def parse_agent_file(name: str, file_name: str, text: str) -> AgentInfo:
             )
         provider = value.get("provider")
         services.append(AgentService(str(section), processing, provider if isinstance(provider, str) else ""))
-    return AgentInfo(name, file_name, enabled, tuple(services), declared or "")
+    return AgentInfo(name, file_name, enabled, tuple(services), declared, tuple(defects))
 
 
 @dataclass
@@ -121,9 +132,8 @@ class AgentCatalog:
             self._build()
 
     def _read(self, file_name: str, stamp: tuple[int, int], known: _FileState | None) -> _FileState:
-        match = AGENT_FILE.fullmatch(file_name)
-        assert match is not None
         previous = known.info if known else None
+        name = openvidu_agent_name(file_name)
         try:
             if stamp[1] > MAX_FILE_BYTES:
                 raise AgentFileError(f"{file_name} is larger than {MAX_FILE_BYTES // 1024} KiB; it was not read.")
@@ -131,7 +141,19 @@ class AgentCatalog:
                 text = (self.folder / file_name).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise AgentFileError(f"{file_name} cannot be read ({getattr(exc, 'strerror', None) or exc}).") from None
-            info = parse_agent_file(match.group(1), file_name, text)
+            if not name:
+                raise AgentFileError(
+                    f"{file_name}: OpenVidu names an agent after the text between the first two `agent-` of its "
+                    "file name, which here is empty, so this agent registers with no name (as if automatic): "
+                    "rename the file."
+                )
+            info = parse_agent_file(name, file_name, text)
+            full = AGENT_FILE.fullmatch(file_name)
+            if full is not None and full.group(1) != name:
+                info = dataclasses.replace(info, defects=(*info.defects, (
+                    f"OpenVidu names an agent after the text between the first two `agent-` of its file name, so "
+                    f"this one registers as `{name}`, not `{full.group(1)}`: rename the file"
+                )))  # fmt: skip
         except AgentFileError as exc:
             kept = " The last good reading is kept." if previous else ""
             log.warning("agent catalog: %s%s", exc, kept)

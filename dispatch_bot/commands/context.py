@@ -170,5 +170,7 @@ def check_dispatchable(agent: ResolvedAgent) -> None:
         raise Refusal(messages.agent_disabled(info), "agent disabled (enabled: false)")
     if info.name_mismatch:
         raise Refusal(messages.agent_name_mismatch(info), f"agent_name {info.declared_name} disagrees with file name")
+    if info.defects:
+        raise Refusal(messages.agent_defects(info), f"agent file defect: {info.defects[0]}")
     if info.automatic_only:
         raise Refusal(messages.agent_automatic(info), "agent in processing: automatic")

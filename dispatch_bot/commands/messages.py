@@ -343,7 +343,7 @@ def agent_name_mismatch(info: AgentInfo) -> list[Text]:
             ":no_entry: {file} sets `agent_name: {declared}`, but its file name makes the agent *{name}*: "
             "OpenVidu's agent stops at start when the two differ, so no agent would join.",
             file=info.file,
-            declared=info.declared_name,
+            declared=repr(info.declared_name),
             name=info.name,
         ),
         text(
@@ -354,12 +354,26 @@ def agent_name_mismatch(info: AgentInfo) -> list[Text]:
     ]
 
 
+def agent_defects(info: AgentInfo) -> list[Text]:
+    return [
+        text(
+            ":no_entry: *{name}* cannot start as {file} stands: {defect}. No agent would join.",
+            name=info.name,
+            file=info.file,
+            defect=info.defects[0],
+        ),
+        text("Fix {file} and " + _RESTART + ".", file=info.file),
+    ]
+
+
 def dispatch_reach(info: AgentInfo) -> str:
     """Whether an explicit dispatch can reach the agent, in a few words."""
     if info.enabled is False:
         return "no: disabled (enabled: false)"
     if info.name_mismatch:
-        return f"no: agent_name {info.declared_name} differs from the file name"
+        return f"no: agent_name {info.declared_name!r} differs from the file name"
+    if info.defects:
+        return f"no: {info.defects[0]}"
     if info.automatic_only:
         return "no: automatic, it joins every new room by itself"
     if info.enabled is None:

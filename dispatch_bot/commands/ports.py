@@ -198,11 +198,12 @@ class AgentInfo:
     file: str
     enabled: bool | None  # None: the file has no `enabled` key
     services: tuple[AgentService, ...] = ()
-    declared_name: str = ""  # the file's own `agent_name` key, when it has one
+    declared_name: str | None = None  # the file's own `agent_name` key, when it has one
+    defects: tuple[str, ...] = ()  # what makes OpenVidu's agent fail at start, one sentence each
 
     @property
     def name_mismatch(self) -> bool:
-        return bool(self.declared_name) and self.declared_name != self.name
+        return self.declared_name is not None and self.declared_name != self.name
 
     @property
     def automatic_only(self) -> bool:
