@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..commands.ports import AgentInfo, AgentService, CatalogSnapshot
+from .config import yaml_error_where
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,7 @@ def parse_agent_file(name: str, file_name: str, text: str) -> AgentInfo:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise AgentFileError(f"{file_name} is not valid YAML{where}.") from None
+        raise AgentFileError(f"{file_name} is not valid YAML{yaml_error_where(exc)}.") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

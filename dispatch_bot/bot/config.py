@@ -57,6 +57,12 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
 }
 
 
+def yaml_error_where(exc: yaml.YAMLError) -> str:
+    """` at line N` for a YAML error that knows its place, else nothing: the place, never the content."""
+    mark = getattr(exc, "problem_mark", None)
+    return f" at line {mark.line + 1}" if mark is not None else ""
+
+
 def _no_userinfo(url: str) -> str:
     """A URL as it may be shown: any user:password@ in it is dropped."""
     return re.sub(r"//[^/@]*@", "//", url)
@@ -180,9 +186,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"The config file {path} is not valid YAML{where}.") from None
+        raise ConfigError(f"The config file {path} is not valid YAML{yaml_error_where(exc)}.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
