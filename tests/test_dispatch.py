@@ -141,6 +141,20 @@ async def test_no_agent_registered_follow_up_names_the_likely_causes(
     assert "no agent joined" in rows[1]["detail"]
 
 
+async def test_a_job_that_never_starts_running_is_told_apart_from_no_job(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing", joins=False)
+    await bot.command("captions my-room")
+    update = await slack.wait_for_web_call("chat.update")
+    text = all_text(update.params)
+    assert "LiveKit gave the dispatch a job, but within 0.4 s no `speech-processing` agent was running it" in text
+    assert "(job pending)" in text
+    assert "no agent worker is registered" not in text
+    assert bot.audit_rows()[-1]["outcome"] == "error"
+
+
 async def test_user_text_is_escaped_for_mrkdwn(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
     await bot.command('captions <!channel> --metadata "<https://evil.example|click me> <@U999>"')
     post = await slack.wait_for_web_call("chat.postMessage")

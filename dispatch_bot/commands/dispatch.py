@@ -171,11 +171,11 @@ def _followup(
                     f"agent job failed: {shorten(failed.error, 200)}",
                 )
             if time.monotonic() >= deadline:
-                return result(
-                    "error",
-                    messages.not_joined(agent.name, timeout, agent.info),
-                    f"no agent joined within {timeout:g} s",
-                )
+                if current.jobs:  # a worker took the job but no agent is running it
+                    causes = [messages.job_not_running(agent.name, timeout, current.jobs[-1].status)]
+                else:
+                    causes = messages.not_joined(agent.name, timeout, agent.info)
+                return result("error", causes, f"no agent joined within {timeout:g} s")
             await asyncio.sleep(max(0.0, min(ctx.settings.followup_interval, deadline - time.monotonic())))
 
     return followup

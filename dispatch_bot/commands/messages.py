@@ -35,14 +35,6 @@ def unknown_subcommand(word: str, suggestion: str) -> str:
     )
 
 
-def unknown_agent_near(agent: str, suggestion: str) -> str:
-    return f"There is no agent called {shorten(agent, 40)}. Did you mean {suggestion}?"
-
-
-def reserved_agent(word: str) -> str:
-    return f"{word} is a subcommand, so it cannot be an agent name."
-
-
 def internal_error(ref: str) -> Text:
     return text(
         "Something went wrong inside dispatch-bot (reference {ref}). Nothing more was done; "

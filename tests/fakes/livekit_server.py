@@ -229,6 +229,7 @@ class FakeLiveKit:
         self._rooms: dict[str, _Room] = {}
         # agent name -> worker ids; "" is a worker in automatic mode (registered with no name)
         self._workers: dict[str, list[str]] = {}
+        self._stuck_workers: set[str] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -286,9 +287,13 @@ class FakeLiveKit:
 
     # ------------------------------------------------------------------ controls
 
-    def register_worker(self, agent_name: str) -> None:
-        """Register one worker under ``agent_name`` ("" = automatic mode, no name)."""
-        self._workers.setdefault(agent_name, []).append(_guid("AW_"))
+    def register_worker(self, agent_name: str, *, joins: bool = True) -> None:
+        """Register one worker under ``agent_name`` ("" = automatic mode, no name). A worker that does not join
+        takes its jobs and leaves them pending, with no agent in the room (a crashed or overloaded worker)."""
+        worker_id = _guid("AW_")
+        self._workers.setdefault(agent_name, []).append(worker_id)
+        if not joins:
+            self._stuck_workers.add(worker_id)
         self._notify()
 
     def unregister_worker(self, agent_name: str) -> None:
@@ -444,7 +449,8 @@ class FakeLiveKit:
         if dispatch is None:
             return  # deleted before the job was assigned
         job_id = _guid("AJ_")
-        identity = f"agent-{job_id}"
+        joins = worker_id not in self._stuck_workers
+        identity = f"agent-{job_id}" if joins else ""
         now = time.time_ns()
         job = Job(
             id=job_id,
@@ -456,7 +462,7 @@ class FakeLiveKit:
             deployment=dispatch.deployment,
             attributes=dict(dispatch.attributes),
             state=JobState(
-                status=JobStatus.JS_RUNNING,
+                status=JobStatus.JS_RUNNING if joins else JobStatus.JS_PENDING,
                 started_at=now,
                 updated_at=now,
                 participant_identity=identity,
@@ -464,8 +470,9 @@ class FakeLiveKit:
             ),
         )
         dispatch.state.jobs.append(job)
-        room.participants[identity] = _participant(identity, ParticipantInfo.Kind.AGENT)
-        room.agents_by_dispatch.setdefault(dispatch_id, []).append(identity)
+        if joins:
+            room.participants[identity] = _participant(identity, ParticipantInfo.Kind.AGENT)
+            room.agents_by_dispatch.setdefault(dispatch_id, []).append(identity)
         self._notify()
 
     async def _unavailable(self) -> _TwirpError:
