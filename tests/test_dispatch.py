@@ -161,6 +161,8 @@ async def test_user_text_is_escaped_for_mrkdwn(bot: BotUnderTest, livekit: FakeL
     text = all_text(post.params)
     assert "<!channel>" not in text
     assert "*&lt;!channel&gt;*" in text
+    # and Slack is told not to link or mention-ify anything on its own (#general, @here)
+    assert all(b["text"]["verbatim"] is True for b in post.params["blocks"] if b["type"] == "section")
     [request] = created(livekit)
     assert request.room == "<!channel>"  # the room is what the user typed; only its display is escaped
     body = await bot.reply("list <!channel>")

@@ -71,23 +71,14 @@ HASHED_COLUMNS = (
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 _WRITE_ATTEMPTS = 20
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
-_VALUES = ", ".join("max(:ts, tip.ts)" if c == "ts" else ":" + c for c in HASHED_COLUMNS[1:])
-# The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log. A row's
-# time never goes back past the tip's, so ts grows with id even when two processes write (since: relies on it).
-_APPEND = f"""
-WITH last AS (SELECT id, ts, hash FROM audit ORDER BY id DESC LIMIT 1),
-tip AS (SELECT
-    COALESCE((SELECT id FROM last), (SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'anchor_id'), 0) AS id,
-    COALESCE((SELECT ts FROM last), '') AS ts,
-    COALESCE((SELECT hash FROM last), (SELECT value FROM audit_meta WHERE key = 'anchor_hash'), :genesis) AS hash)
-INSERT INTO audit ({", ".join(COLUMNS)})
-SELECT tip.id + 1, {_VALUES}, tip.hash, audit_row_hash(tip.hash, tip.id + 1, {_VALUES})
-FROM tip
+# The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
+_TIP = """
+WITH last AS (SELECT id, ts, hash FROM audit ORDER BY id DESC LIMIT 1)
+SELECT COALESCE((SELECT id FROM last), (SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'anchor_id'), 0),
+       COALESCE((SELECT ts FROM last), ''),
+       COALESCE((SELECT hash FROM last), (SELECT value FROM audit_meta WHERE key = 'anchor_hash'), ?)
 """
-
-
-def _sql_row_hash(prev_hash: str, *values: Any) -> str:
-    return row_hash(prev_hash, dict(zip(HASHED_COLUMNS, values, strict=True)))
+_INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
@@ -130,7 +121,6 @@ async def _initialize(db: aiosqlite.Connection, synchronous: str) -> None:
         # Switching a new file to WAL needs it to itself; another process opening it now gets the old mode.
         raise _NotWalYet("it cannot be switched to WAL mode")
     await db.execute(f"PRAGMA synchronous = {synchronous}")
-    await db.create_function("audit_row_hash", 1 + len(HASHED_COLUMNS), _sql_row_hash, deterministic=True)
     await db.executescript(_SCHEMA)
     await db.execute(
         "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -207,30 +197,33 @@ class AuditStore:
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
         actor = entry.actor
-        params: dict[str, Any] = {
+        content: dict[str, Any] = {
             "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
             "channel_name": actor.channel_name, "user_id": actor.user_id, "user_name": actor.user_name,
             "raw_text": entry.raw_text, "action": entry.action, "agent": entry.agent, "room": entry.room,
             "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
-            "duration_ms": entry.duration_ms, "genesis": GENESIS_HASH,
+            "duration_ms": entry.duration_ms,
         }  # fmt: skip
         async with self._write_lock:
-            for attempt in range(_WRITE_ATTEMPTS):
-                params["ts"] = self._now().astimezone(UTC).isoformat(timespec="microseconds")  # in id order
+            for _ in range(_WRITE_ATTEMPTS):
                 try:
-                    # One statement reads the chain's tip and appends to it, so it is one atomic transaction.
-                    row_id = await self._db.execute_insert(_APPEND, params)
-                except sqlite3.OperationalError as exc:
-                    # Another process appended between this statement's read and its write (WAL snapshot): again.
-                    if attempt + 1 < _WRITE_ATTEMPTS and getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY_SNAPSHOT":
-                        await asyncio.sleep(0.005 * (attempt + 1))
+                    # Read the tip, then insert the next id on it. The id is the primary key, so if another process
+                    # appended in between, the insert fails and this reads the new tip: the chain stays one line.
+                    [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
+                    content["id"] = int(tip_id) + 1
+                    # A row's time never goes back past the tip's: ts grows with id (since: relies on it).
+                    content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
+                    content["prev_hash"] = tip_hash
+                    content["hash"] = row_hash(tip_hash, content)
+                    await self._db.execute_insert(_INSERT, [content[c] for c in COLUMNS])
+                except sqlite3.IntegrityError as exc:
+                    if "audit.id" in str(exc):  # another process took that id: read the new tip
                         continue
                     raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
                 except (sqlite3.Error, OSError) as exc:
                     raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
-                assert row_id is not None
-                return int(row_id[0])
-        raise AssertionError("unreachable")
+                return int(content["id"])
+            raise AuditError(f"Writing to the audit database {self.path} failed: other writers kept taking its tip.")
 
     async def _meta(self, key: str) -> str | None:
         async with self._db.execute("SELECT value FROM audit_meta WHERE key = ?", (key,)) as cursor:
