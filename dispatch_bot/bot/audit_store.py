@@ -78,7 +78,14 @@ SELECT COALESCE((SELECT id FROM last), (SELECT CAST(value AS INTEGER) FROM audit
        COALESCE((SELECT ts FROM last), ''),
        COALESCE((SELECT hash FROM last), (SELECT value FROM audit_meta WHERE key = 'anchor_hash'), ?)
 """
-_INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_TIP_ID = (
+    "COALESCE((SELECT id FROM audit ORDER BY id DESC LIMIT 1),"
+    " (SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'anchor_id'), 0)"
+)
+# The row goes in only if the tip is still the one it was hashed on; one statement, so one atomic transaction.
+_APPEND = (
+    f"INSERT INTO audit ({', '.join(COLUMNS)}) SELECT {', '.join('?' * len(COLUMNS))} WHERE {_TIP_ID} = ? RETURNING id"
+)
 
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
@@ -163,6 +170,8 @@ class AuditStore:
         self._db = db
         self._now = now or (lambda: datetime.now(UTC))
         self._write_lock = asyncio.Lock()
+        # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
+        self._tip: tuple[int, str, str] | None = None
 
     @classmethod
     async def open(
@@ -207,23 +216,34 @@ class AuditStore:
         async with self._write_lock:
             for _ in range(_WRITE_ATTEMPTS):
                 try:
-                    # Read the tip, then insert the next id on it. The id is the primary key, so if another process
-                    # appended in between, the insert fails and this reads the new tip: the chain stays one line.
-                    [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
-                    content["id"] = int(tip_id) + 1
+                    if self._tip is None:
+                        [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
+                        self._tip = (int(tip_id), str(tip_ts), str(tip_hash))
+                    tip_id, tip_ts, tip_hash = self._tip
+                    content["id"] = tip_id + 1
                     # A row's time never goes back past the tip's: ts grows with id (since: relies on it).
                     content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
                     content["prev_hash"] = tip_hash
                     content["hash"] = row_hash(tip_hash, content)
-                    await self._db.execute_insert(_INSERT, [content[c] for c in COLUMNS])
-                except sqlite3.IntegrityError as exc:
-                    if "audit.id" in str(exc):  # another process took that id: read the new tip
-                        continue
-                    raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
+                    inserted = await self._db.execute_fetchall(_APPEND, [*(content[c] for c in COLUMNS), tip_id])
+                except sqlite3.OperationalError as exc:
+                    if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT":
+                        raise AuditError(
+                            f"Writing to the audit database {self.path} failed: {_describe(exc)}."
+                        ) from None
+                    inserted = []  # another process wrote between this statement's read and its write
                 except (sqlite3.Error, OSError) as exc:
+                    self._tip = None
                     raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
+                if not inserted:  # the tip moved (another process appended, or pruned): read it again
+                    self._tip = None
+                    continue
+                self._tip = (int(content["id"]), content["ts"], content["hash"])
                 return int(content["id"])
             raise AuditError(f"Writing to the audit database {self.path} failed: other writers kept taking its tip.")
+
+    def _write_failed(self, exc: BaseException) -> AuditError:
+        return AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.")
 
     async def _meta(self, key: str) -> str | None:
         async with self._db.execute("SELECT value FROM audit_meta WHERE key = ?", (key,)) as cursor:
