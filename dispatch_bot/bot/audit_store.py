@@ -162,8 +162,8 @@ def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, lis
 
 
 class AuditStore:
-    """Append-only audit log. Each append reads the chain's tip inside its own write transaction, so rows from
-    concurrent commands, or from two processes sharing the file, form one linear hash chain."""
+    """Append-only audit log. Each append is one statement that inserts only if the chain's tip is still the row
+    it was hashed on, so rows from concurrent commands, or from two processes sharing the file, form one line."""
 
     def __init__(self, path: Path, db: aiosqlite.Connection, now: Callable[[], datetime] | None = None) -> None:
         self.path = path
@@ -226,21 +226,16 @@ class AuditStore:
                     content["prev_hash"] = tip_hash
                     content["hash"] = row_hash(tip_hash, content)
                     inserted = await self._db.execute_fetchall(_APPEND, [*(content[c] for c in COLUMNS), tip_id])
-                except sqlite3.OperationalError as exc:
-                    if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT":
-                        raise AuditError(
-                            f"Writing to the audit database {self.path} failed: {_describe(exc)}."
-                        ) from None
-                    inserted = []  # another process wrote between this statement's read and its write
                 except (sqlite3.Error, OSError) as exc:
-                    self._tip = None
-                    raise AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.") from None
+                    if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT":
+                        raise self._write_failed(exc) from None
+                    inserted = []  # another process wrote between this statement's read and its write
                 if not inserted:  # the tip moved (another process appended, or pruned): read it again
                     self._tip = None
                     continue
                 self._tip = (int(content["id"]), content["ts"], content["hash"])
                 return int(content["id"])
-            raise AuditError(f"Writing to the audit database {self.path} failed: other writers kept taking its tip.")
+            raise self._write_failed(RuntimeError("other writers kept moving its tip"))
 
     def _write_failed(self, exc: BaseException) -> AuditError:
         return AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.")
