@@ -7,16 +7,17 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow
+from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow, WatchRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GENESIS_HASH = "0" * 64
 MORE_CAP = 10_000  # counting further than this for "N more match" is not worth a scan
 
@@ -129,9 +130,77 @@ async def _initialize(db: aiosqlite.Connection, synchronous: str) -> None:
         raise _NotWalYet("it cannot be switched to WAL mode")
     await db.execute(f"PRAGMA synchronous = {synchronous}")
     await db.executescript(_SCHEMA)
-    await db.execute(
-        "INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-    )
+    await db.execute("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema_version', '1')")
+    await _migrate(db)
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer dispatch-bot."""
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring a database written by an older version up to SCHEMA_VERSION, one step at a time, each in a transaction."""
+    async with db.execute("SELECT value FROM audit_meta WHERE key = 'schema_version'") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 1
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"its schema is version {version}, newer than this dispatch-bot's {SCHEMA_VERSION}")
+    for step in range(version, SCHEMA_VERSION):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[step]:
+                await db.execute(statement)
+            await db.execute(
+                "UPDATE audit_meta SET value = ? WHERE key = 'schema_version' AND value = ?", (str(step + 1), str(step))
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+
+
+# Version 1 -> 2: agent supervision's desired state (watches), the webhook ids already handled, the rooms rules served.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS watches (
+            id            INTEGER PRIMARY KEY,
+            room          TEXT    NOT NULL,
+            room_sid      TEXT    NOT NULL DEFAULT '',
+            agent         TEXT    NOT NULL,
+            dispatch_id   TEXT    NOT NULL,
+            state         TEXT    NOT NULL CHECK (state IN ('waiting', 'present', 'away', 'closed')),
+            started_at    REAL    NOT NULL,   -- unix s: the dispatch (or --keep attempt) was sent
+            identity      TEXT    NOT NULL DEFAULT '',
+            closed_reason TEXT    NOT NULL DEFAULT '',
+            keep          INTEGER NOT NULL DEFAULT 0,
+            keep_attempt  INTEGER NOT NULL DEFAULT 0,
+            next_at       REAL    NOT NULL DEFAULT 0,
+            seen_at       REAL    NOT NULL DEFAULT 0,
+            left_at       REAL    NOT NULL DEFAULT 0,
+            left_reason   TEXT    NOT NULL DEFAULT '',
+            missing       INTEGER NOT NULL DEFAULT 0,
+            channel_id    TEXT    NOT NULL DEFAULT '',
+            thread_ts     TEXT    NOT NULL DEFAULT '',
+            source        TEXT    NOT NULL DEFAULT '',
+            team_id       TEXT    NOT NULL DEFAULT '',
+            user_id       TEXT    NOT NULL DEFAULT '',
+            user_name     TEXT    NOT NULL DEFAULT '',
+            rule          TEXT    NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS watches_open ON watches (room) WHERE state != 'closed'",
+        "CREATE INDEX IF NOT EXISTS watches_room_dispatch ON watches (room, dispatch_id)",
+        "CREATE TABLE IF NOT EXISTS webhook_events (id TEXT PRIMARY KEY, received REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events (received)",
+        """CREATE TABLE IF NOT EXISTS rule_rooms (
+            room_sid TEXT NOT NULL,
+            rule     TEXT NOT NULL,
+            room     TEXT NOT NULL,
+            served   REAL NOT NULL,
+            PRIMARY KEY (room_sid, rule)
+        ) WITHOUT ROWID""",
+    ),
+}
 
 
 def _describe(exc: BaseException) -> str:
@@ -195,6 +264,12 @@ class AuditStore:
                     if not busy or attempt + 1 == _OPEN_ATTEMPTS:
                         raise
                     await asyncio.sleep(0.05)
+        except SchemaTooNew as exc:
+            await db.close()
+            raise AuditError(
+                f"The audit database {path} cannot be used: {exc}; upgrade dispatch-bot, or point DISPATCH_BOT_DB at "
+                "another file."
+            ) from None
         except (sqlite3.Error, OSError) as exc:
             await db.close()
             raise AuditError(f"The audit database {path} cannot be used: {_describe(exc)}.") from None
@@ -369,3 +444,132 @@ class AuditStore:
             )
             await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
         return PruneResult(removed, int(last[0]) if last else None)
+
+
+# --- supervision state (schema version 2) ---------------------------------------------------------------------------
+
+_WATCH_COLUMNS = tuple(f.name for f in dataclass_fields(WatchRecord))
+_WATCH_SELECT = f"SELECT {', '.join(_WATCH_COLUMNS)} FROM watches"
+WEBHOOK_IDS_KEPT = 10_000  # handled webhook ids remembered (the server retries for well under a minute)
+
+
+def _watch(row: Any) -> WatchRecord:
+    values = dict(zip(_WATCH_COLUMNS, row, strict=True))
+    values["keep"] = bool(values["keep"])
+    return WatchRecord(**values)
+
+
+class WatchStore:
+    """Agent supervision's desired state, in the audit database so that a restart loses nothing."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self._store = store
+        self._db = store._db
+
+    def _failed(self, exc: BaseException) -> AuditError:
+        return AuditError(f"The supervision state in {self._store.path} could not be used: {_describe(exc)}.")
+
+    async def add(self, record: WatchRecord) -> WatchRecord:
+        """Watch a dispatch; an open watch of the same dispatch is updated instead (keep is only ever turned on)."""
+        try:
+            updated = await self._db.execute_fetchall(
+                "UPDATE watches SET keep = MAX(keep, ?), channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id "
+                f"END WHERE room = ? AND dispatch_id = ? AND state != 'closed' RETURNING {', '.join(_WATCH_COLUMNS)}",
+                (int(record.keep), record.channel_id, record.room, record.dispatch_id),
+            )
+            if updated:
+                return _watch(next(iter(updated)))
+            columns = [c for c in _WATCH_COLUMNS if c != "id"]
+            values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
+            rows = await self._db.execute_fetchall(
+                f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
+                values,
+            )
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return replace(record, id=int(next(iter(rows))[0]))
+
+    async def save(self, record: WatchRecord) -> None:
+        columns = [c for c in _WATCH_COLUMNS if c != "id"]
+        values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
+        try:
+            await self._db.execute(
+                f"UPDATE watches SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", [*values, record.id]
+            )
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    async def close(self, room: str, dispatch_ids: list[str], reason: str) -> None:
+        if not dispatch_ids:
+            return
+        marks = ", ".join("?" * len(dispatch_ids))
+        try:
+            await self._db.execute(
+                f"UPDATE watches SET state = 'closed', closed_reason = ? WHERE room = ? AND dispatch_id IN ({marks}) "
+                "AND state != 'closed'",
+                [reason, room, *dispatch_ids],
+            )
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    async def open_watches(self, room: str | None = None) -> list[WatchRecord]:
+        where, params = ("WHERE state != 'closed' AND room = ?", [room]) if room is not None else (
+            "WHERE state != 'closed'", [])  # fmt: skip
+        try:
+            rows = await self._db.execute_fetchall(f"{_WATCH_SELECT} {where} ORDER BY id", params)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return [_watch(r) for r in rows]
+
+    async def watched_rooms(self) -> list[str]:
+        try:
+            rows = await self._db.execute_fetchall("SELECT DISTINCT room FROM watches WHERE state != 'closed'")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return sorted(str(r[0]) for r in rows)
+
+    async def history(self, room: str) -> dict[str, WatchRecord]:
+        """The latest watch of each dispatch in the room, open or closed."""
+        try:
+            rows = await self._db.execute_fetchall(f"{_WATCH_SELECT} WHERE room = ? ORDER BY id", (room,))
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return {w.dispatch_id: w for w in map(_watch, rows)}
+
+    async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
+        try:
+            await self._db.execute(
+                "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
+                (channel_id, ts, room, dispatch_id),
+            )
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    async def first_delivery(self, event_id: str, now: float) -> bool:
+        """Record a webhook id; False when it was handled before (the server sends some events twice)."""
+        try:
+            rows = await self._db.execute_fetchall(
+                "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (event_id, now),
+            )
+            if rows and int(now) % 64 == 0:  # now and then, forget the oldest beyond the bound
+                await self._db.execute(
+                    "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
+                    "ORDER BY received DESC LIMIT 1 OFFSET ?)",
+                    (WEBHOOK_IDS_KEPT,),
+                )
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return bool(rows)
+
+    async def claim_rule_room(self, room_sid: str, rule: str, room: str, now: float) -> bool:
+        """Mark the room (by sid) served by the rule; False when it was already: a rule never serves a room twice."""
+        try:
+            rows = await self._db.execute_fetchall(
+                "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
+                "RETURNING room_sid",
+                (room_sid, rule, room, now),
+            )
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return bool(rows)

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
     serve.add_argument("--http", action="store_true", help="HTTP mode even when SLACK_APP_TOKEN is set")
-    serve.add_argument("--port", type=int, help="HTTP port (default PORT or 3000)")
+    serve.add_argument(
+        "--port", type=int, help="HTTP port for Slack (HTTP mode) and LiveKit webhooks (default PORT or 3000)"
+    )
     serve.add_argument("--host", default="0.0.0.0", help="HTTP address to listen on (default 0.0.0.0)")
 
     con = sub.add_parser("console", help="run commands from the terminal, audited as cli:<user>")
@@ -127,18 +129,21 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
+        # Both modes listen on the port: HTTP mode for Slack's requests, both for LiveKit's webhooks and /healthz.
+        runner = web.AppRunner(transport.web_app(slack_events=http), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"Cannot listen on {host}:{port} ({exc.strerror}): pick another PORT.") from None
+        supervisor = runtime.supervisor
+        watching = asyncio.create_task(supervisor.run(stop)) if supervisor is not None else None
         if http:
-            runner = web.AppRunner(transport.web_app(), access_log=None)
-            await runner.setup()
-            try:
-                await web.TCPSite(runner, host, port).start()
-            except OSError as exc:
-                await runner.cleanup()
-                raise ConfigError(f"Cannot listen on {host}:{port} ({exc.strerror}): pick another PORT.") from None
-            log.info("HTTP mode: POST /slack/events and GET /healthz on %s:%d", host, port)
+            log.info("HTTP mode: POST /slack/events, POST /livekit/webhook and GET /healthz on %s:%d", host, port)
             await stop.wait()
-            await runner.cleanup()  # no new requests; those already acknowledged finish below
         else:
+            log.info("Socket Mode; POST /livekit/webhook and GET /healthz on %s:%d", host, port)
             handler = transport.socket_mode_handler()
             connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
             stopping = asyncio.create_task(stop.wait())
@@ -151,6 +156,9 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
                 connecting.cancel()
             stopping.cancel()
             await handler.close_async()  # type: ignore[no-untyped-call]
+        await runner.cleanup()  # no new requests; those already acknowledged finish below
+        if watching is not None:
+            await watching
         log.info("stopping: finishing the commands in progress")
         await transport.aclose(followup_grace=5.0)
         if retention is not None:

@@ -18,7 +18,7 @@ import yaml
 
 from ..commands.context import RESERVED_WORDS
 from ..commands.grammar import GrammarError, check_agent, parse_duration
-from ..commands.ports import CommandSettings
+from ..commands.ports import CommandSettings, DispatchRule
 from .policy import Policy, PolicyError, parse_policy
 
 DEFAULT_ALIASES = {"captions": "speech-processing"}
@@ -54,7 +54,15 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "max_ttl": "duration",
     },
     "agents": {"openvidu_config_dir": "folder", "aliases": "mapping alias -> agent", "reload_interval": "duration"},
+    "watch": {
+        "enabled": "true or false",
+        "poll_interval": "duration",
+        "keep_retries": "number",
+        "keep_backoff": "duration",
+    },
 }
+_RULE_KEYS = ("name", "rooms", "agents", "channel")
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
 
 def yaml_error_where(exc: yaml.YAMLError) -> str:
@@ -99,6 +107,11 @@ class Settings:
     link_default_agents: tuple[str, ...] = ()
     link_default_ttl: float = 3600.0
     link_max_ttl: float = 12 * 3600.0
+    watch_enabled: bool = True
+    poll_interval: float = 15.0
+    keep_retries: int = 3
+    keep_backoff: float = 10.0
+    rules: tuple[DispatchRule, ...] = ()
 
     def command_settings(self) -> CommandSettings:
         return CommandSettings(
@@ -111,6 +124,7 @@ class Settings:
             link_default_agents=self.link_default_agents,
             link_default_ttl=self.link_default_ttl,
             link_max_ttl=self.link_max_ttl,
+            rules=self.rules,
         )
 
     def check_aliases(self, known_agents: set[str], folder: str) -> None:
@@ -123,6 +137,19 @@ class Settings:
                 f"agents.aliases: {alias} points at {target}, which is not in the agent catalog {folder} "
                 f"(its agents: {known}); fix the alias or add agent-{target}.yaml."
             )
+
+    def check_rules(self, known_agents: set[str] | None, folder: str) -> None:
+        """Each rule's agents must be aliases or agents the catalog knows (any well-formed name without a catalog)."""
+        for rule in self.rules:
+            for agent in rule.agents:
+                name = self.aliases.get(agent, agent)
+                if known_agents is None or name in known_agents or DEFAULT_ALIASES.get(agent) == name:
+                    continue
+                known = ", ".join(sorted(known_agents)) or "none"
+                raise ConfigError(
+                    f"rules: {rule.name} names the agent {agent}, which is not in the agent catalog {folder} "
+                    f"(its agents: {known}); fix the rule or add agent-{name}.yaml."
+                )
 
     def require_slack(self, http: bool) -> None:
         """The settings `serve` needs; raises ConfigError naming the first one missing."""
@@ -192,8 +219,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a mapping (slack:, livekit:, audit:, agents:).")
     for key in data:
-        if key not in _FILE_KEYS and key != "policy":
-            sections = ", ".join([*_FILE_KEYS, "policy"])
+        if key not in _FILE_KEYS and key not in ("policy", "rules"):
+            sections = ", ".join([*_FILE_KEYS, "policy", "rules"])
             raise ConfigError(f"{path}: `{key}` is not a section; the sections are {sections}.")
     return data
 
@@ -208,6 +235,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     audit = _section(data, "audit", source)
     links = _section(data, "links", source)
     agents = _section(data, "agents", source)
+    watch = _section(data, "watch", source)
 
     def pick(env_name: str | None, section: dict[str, Any], key: str, default: str) -> str:
         if env_name and env.get(env_name):
@@ -301,6 +329,14 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
         raise ConfigError(f"slack.max_concurrent_commands is {concurrency!r}; give a whole number from 1 to 1000.")
 
+    watch_enabled = watch.get("enabled", True)
+    if not isinstance(watch_enabled, bool):
+        raise ConfigError(f"watch.enabled is {watch_enabled!r}; write true or false.")
+    keep_retries = watch.get("keep_retries", 3)
+    if isinstance(keep_retries, bool) or not isinstance(keep_retries, int) or not 1 <= keep_retries <= 100:
+        raise ConfigError(f"watch.keep_retries is {keep_retries!r}; give a whole number from 1 to 100.")
+    rules = _rules(data.get("rules"), aliases)
+
     policy = None
     if "policy" in data:
         try:
@@ -334,4 +370,52 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         openvidu_agents_dir=pick("OPENVIDU_AGENTS_DIR", agents, "openvidu_config_dir", ""),
         catalog_reload_interval=_seconds(agents.get("reload_interval", "2s"), "agents.reload_interval"),
         aliases=aliases,
+        watch_enabled=watch_enabled,
+        poll_interval=_seconds(watch.get("poll_interval", "15s"), "watch.poll_interval"),
+        keep_retries=keep_retries,
+        keep_backoff=_seconds(watch.get("keep_backoff", "10s"), "watch.keep_backoff"),
+        rules=rules,
     )
+
+
+def _rules(raw: Any, aliases: Mapping[str, str]) -> tuple[DispatchRule, ...]:
+    """`rules:`: a list of {name, rooms, agents, channel}; every problem is one sentence naming the rule."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("rules must be a list, each rule with name, rooms, agents and channel.")
+    rules: list[DispatchRule] = []
+    for index, entry in enumerate(raw, start=1):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"rules: entry {index} must be a mapping with name, rooms, agents and channel.")
+        name = _str(entry.get("name"), f"rules: entry {index}'s name")
+        where = f"rules: {name}" if name else f"rules: entry {index}"
+        unknown = sorted(str(k) for k in entry if k not in _RULE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: `{unknown[0]}` is not a rule setting; a rule has {', '.join(_RULE_KEYS)}.")
+        missing = [k for k in _RULE_KEYS if not entry.get(k)]
+        if missing:
+            raise ConfigError(f"{where} has no {missing[0]}; a rule has {', '.join(_RULE_KEYS)}.")
+        if any(r.name == name for r in rules):
+            raise ConfigError(f"{where}: two rules are called {name}; give each rule its own name.")
+        rooms = _str(entry["rooms"], f"{where}: rooms")
+        agents_value = entry["agents"]
+        agent_words = [agents_value] if isinstance(agents_value, str) else agents_value
+        if not isinstance(agent_words, list) or not agent_words:
+            raise ConfigError(f"{where}: agents must be a list of agent names or aliases, like [captions].")
+        for agent in agent_words:
+            word = str(agent)
+            if word.lower() in RESERVED_WORDS:
+                raise ConfigError(f"{where}: {word} is a subcommand word, not an agent.")
+            try:
+                check_agent(aliases.get(word, word))
+            except GrammarError as exc:
+                raise ConfigError(f"{where}: {word!r} is not a valid agent name. {exc}") from None
+        channel = _str(entry["channel"], f"{where}: channel")
+        if not _CHANNEL_ID.fullmatch(channel):
+            raise ConfigError(
+                f"{where}: channel is {channel!r}; give the channel's id (C0123456789, from the channel's details), "
+                "not its name."
+            )
+        rules.append(DispatchRule(name, rooms, tuple(str(a) for a in agent_words), channel))
+    return tuple(rules)

@@ -10,11 +10,13 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+from google.protobuf.json_format import ParseError
 from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol.agent import JobStatus
+from livekit.protocol.models import DisconnectReason, ParticipantInfo
 
-from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, RoomInfo
+from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, Participant, RoomEvent, RoomInfo
 from ..commands.ports import JobStatus as JobStatusName
 
 T = TypeVar("T")
@@ -63,7 +65,40 @@ def _room(r: api.Room) -> RoomInfo:
         if r.creation_time
         else None
     )
-    return RoomInfo(name=r.name, created_at=created, num_participants=r.num_participants, empty_timeout=r.empty_timeout)
+    return RoomInfo(
+        name=r.name,
+        created_at=created,
+        num_participants=r.num_participants,
+        empty_timeout=r.empty_timeout,
+        sid=r.sid,
+    )
+
+
+# The attribute the server sets on every agent it dispatches, and the one livekit-agents >= 1.4 adds too.
+_AGENT_NAME_ATTRIBUTES = ("lk.agent_name", "lk.agent.name")
+
+
+def _participant(p: ParticipantInfo) -> Participant:
+    kind = ParticipantInfo.Kind.Name(p.kind) if p.kind in ParticipantInfo.Kind.values() else "STANDARD"
+    agent_name = next((p.attributes[k] for k in _AGENT_NAME_ATTRIBUTES if p.attributes.get(k)), "")
+    joined_ms = p.joined_at_ms or p.joined_at * 1000
+    reason = p.disconnect_reason
+    return Participant(
+        identity=p.identity,
+        kind=kind,
+        agent_name=agent_name if kind == "AGENT" else "",
+        name=p.name,
+        joined_at=datetime.fromtimestamp(joined_ms / 1000, UTC) if joined_ms else None,
+        disconnect_reason=DisconnectReason.Name(reason) if reason and reason in DisconnectReason.values() else "",
+    )
+
+
+class WebhookRejected(Exception):
+    """A webhook that did not verify (bad signature, other key, expired, body hash mismatch): answer 401."""
+
+
+class WebhookIgnored(Exception):
+    """A verified webhook the bot has no use for, or one that does not parse: answer 2xx or 4xx and log one line."""
 
 
 def public_url(url: str) -> str:
@@ -124,6 +159,31 @@ class LiveKitGateway:
 
     async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo:
         return _dispatch(await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room))
+
+    async def list_participants(self, room: str) -> list[Participant]:
+        response = await self._call(self._client().room.list_participants(api.ListParticipantsRequest(room=room)), room)
+        return [_participant(p) for p in response.participants]
+
+    def webhook_event(self, body: str, authorization: str) -> RoomEvent:
+        """A webhook verified with livekit-api's WebhookReceiver against this server's key and secret."""
+        receiver = api.WebhookReceiver(api.TokenVerifier(self._api_key, self._api_secret))
+        try:
+            event = receiver.receive(body, authorization)
+        except (ParseError, DecodeError):  # signed by our key, yet not an event: nothing to act on
+            raise WebhookIgnored("its body is not a LiveKit event") from None
+        except Exception as exc:  # PyJWT's errors, and a bare Exception for a body whose hash does not match
+            raise WebhookRejected(str(exc) if type(exc) is Exception else type(exc).__name__) from None
+        if not event.event:
+            raise WebhookIgnored("it names no event")
+        participant = _participant(event.participant) if event.HasField("participant") else None
+        return RoomEvent(
+            id=event.id,
+            event=event.event,
+            room=event.room.name,
+            room_sid=event.room.sid,
+            participant=participant,
+            created_at=datetime.fromtimestamp(event.created_at, UTC) if event.created_at else None,
+        )
 
     def mint_join_token(self, *, room: str, identity: str, name: str, ttl: timedelta, agents: Sequence[str]) -> str:
         token = (

@@ -7,10 +7,12 @@ import logging
 from ..commands.context import CommandContext, KeyedLocks
 from ..commands.ports import Actor, PeopleDirectory
 from ..commands.runner import CommandRunner
+from ..commands.supervision import WatchPolicy
 from .agent_catalog import AgentCatalog
-from .audit_store import AuditStore
+from .audit_store import AuditStore, WatchStore
 from .config import Settings
 from .livekit_gateway import LiveKitGateway
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,12 @@ class Runtime:
         self.runner = CommandRunner(audit)
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process
+        self.supervisor: Supervisor | None = None
+        if settings.watch_enabled:
+            policy = WatchPolicy(settings.followup_timeout, settings.keep_retries, settings.keep_backoff)
+            self.supervisor = Supervisor(
+                self, WatchStore(audit), policy, poll_interval=settings.poll_interval, rules=settings.rules
+            )
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -35,6 +43,7 @@ class Runtime:
             snapshot = catalog.snapshot()
             if snapshot.read_ok:
                 settings.check_aliases(set(snapshot.agents), snapshot.folder)
+                settings.check_rules(set(snapshot.agents), snapshot.folder)
             else:  # the bot still runs; every reply that could not check an agent says so
                 log.warning("%s", "; ".join(snapshot.problems))
         audit = await AuditStore.open(settings.database)
@@ -60,4 +69,6 @@ class Runtime:
             audit=self.audit,
             locks=self.locks,
             authorizer=self.settings.policy,
+            watches=self.supervisor,
+            signals=self.supervisor,
         )

@@ -28,6 +28,7 @@ from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
+from .webhooks import WEBHOOK_PATH, webhook_handler
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,15 @@ class SlackTransport:
         self.app.command(settings.slack_command)(self._on_command)
         self.app.action("dispatch_stop")(self._on_button)
         self.app.action("dispatch_refresh")(self._on_button)
+        self.app.action("dispatch_again")(self._on_button)
         self.app.action("join_link")(self._on_link_opened)
         self.people = SlackPeople(self.client)
         self.followups: set[asyncio.Task[None]] = set()
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
         self._http: aiohttp.ClientSession | None = None
+        if runtime.supervisor is not None:
+            runtime.supervisor.poster = self
 
     def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
         token = self.runtime.settings.slack_bot_token
@@ -163,6 +167,16 @@ class SlackTransport:
         async with self._slots:
             reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
             where = await self._deliver(reply, actor, response_url)
+            supervisor = self.runtime.supervisor
+            if (
+                supervisor is not None
+                and where is not None
+                and where.ts
+                and reply.dispatch_id
+                and reply.outcome == "ok"
+            ):
+                # Alerts about this dispatch's agent go in the thread of the message that announced it.
+                await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
         if reply.followup is not None:
             task = asyncio.create_task(self._follow_up(reply, response_url, where))
             self.followups.add(task)
@@ -179,6 +193,28 @@ class SlackTransport:
                 await self._respond(response_url, text, blocks, reply.visibility, replace_original=True)
         except Exception as exc:  # Slack down: the audit row is already written
             log.warning("could not update the reply in Slack: %s", _why(exc))
+
+    # --- supervision's messages (AlertPoster) ----------------------------------------------------------------
+
+    async def post(self, channel: str, thread_ts: str, reply: Reply) -> str:
+        """A new message in the channel: a thread reply broadcast to the channel when there is a thread."""
+        text, blocks = to_slack(reply)
+        extra: dict[str, Any] = {"thread_ts": thread_ts, "reply_broadcast": True} if thread_ts else {}
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False, **extra
+            )
+        except Exception as exc:  # Slack down or the bot not in the channel: the audit row is already written
+            log.warning("could not post to %s: %s", channel, _why(exc))
+            return ""
+        return str(posted.get("ts", ""))
+
+    async def update(self, channel: str, ts: str, reply: Reply) -> None:
+        text, blocks = to_slack(reply)
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except Exception as exc:
+            log.warning("could not update the message in %s: %s", channel, _why(exc))
 
     # --- delivery ----------------------------------------------------------------------------------------
 
@@ -216,8 +252,8 @@ class SlackTransport:
 
     # --- servers -----------------------------------------------------------------------------------------
 
-    def web_app(self) -> web.Application:
-        """POST /slack/events (signed requests only) and GET /healthz."""
+    def web_app(self, *, slack_events: bool = True) -> web.Application:
+        """POST /slack/events (signed requests only; HTTP mode), POST /livekit/webhook and GET /healthz."""
 
         async def events(request: web.Request) -> web.Response:
             bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
@@ -227,7 +263,9 @@ class SlackTransport:
             return web.json_response({"ok": True})
 
         application = web.Application()
-        application.router.add_post("/slack/events", events)
+        if slack_events:
+            application.router.add_post("/slack/events", events)
+        application.router.add_post(WEBHOOK_PATH, webhook_handler(self.runtime.gateway, self.runtime.supervisor))
         application.router.add_get("/healthz", healthz)
         return application
 

@@ -20,11 +20,13 @@ from .ports import (
     CommandSettings,
     DispatchBackend,
     PeopleDirectory,
+    RoomSignals,
+    WatchRegistry,
 )
 from .reply import Mention, Text
 
 # Subcommand words are reserved: they can never be agent names or aliases (PRODUCT.md §3).
-RESERVED_WORDS = ("list", "stop", "link", "audit", "agents", "rooms", "help")
+RESERVED_WORDS = ("list", "stop", "link", "audit", "agents", "rooms", "rules", "help")
 
 
 def utcnow() -> datetime:
@@ -93,6 +95,9 @@ class CommandContext:
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     authorizer: Authorizer | None = None  # None: no policy, everything open
     now: Callable[[], datetime] = field(default=utcnow)
+    watches: WatchRegistry | None = None  # None: supervision off (watch.enabled: false)
+    signals: RoomSignals | None = None  # wakes a follow-up when a webhook names its room
+    rule: str = ""  # the dispatch rule this command runs for, if any
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)
 

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from . import messages
 from .context import CommandContext, ResolvedAgent, UsageError, check_dispatchable
+from .dispatch import look_before_dispatch, remove_stale, watch
 from .grammar import GrammarError, check_room, parse_args, parse_duration
-from .ports import DispatchInfo
 from .reply import JoinLink, Reply, Text
 
 NAME = "link"
@@ -119,15 +119,22 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         )
     lines: list[Text] = [a.warning for a in agents if a.warning]
     dispatched: list[str] = []
-    if names and await ctx.backend.get_room(room) is not None:
+    room_info = await ctx.backend.get_room(room) if names else None
+    if names and room_info is not None:
         for agent_name in names:
             async with ctx.locks.hold(room, agent_name):  # the same check-then-create as a dispatch
-                existing = await ctx.backend.list_dispatches(room)
-                already: DispatchInfo | None = next((d for d in existing if d.agent_name == agent_name), None)
-                if already is not None:
-                    lines.append(messages.link_agent_already_there(agent_name, already.id))
+                found = await look_before_dispatch(ctx, agent_name, room)
+                if found.there:
+                    identity = found.present[0].identity if found.present else ""
+                    lines.append(
+                        messages.link_agent_already_there(agent_name, [d.id for d in found.dispatches], identity)
+                    )
                     continue
+                if found.stale:
+                    replaced = await remove_stale(ctx, agent_name, room, found)
+                    lines.append(messages.stale_replaced(agent_name, room, replaced, found.why))
                 created = await ctx.backend.create_dispatch(agent_name, room, "")
+                await watch(ctx, agent_name, room, room_info.sid, created.id, keep=False)
             dispatched.append(created.id)
             lines.append(messages.link_agent_dispatched(agent_name, created.id))
         lines.insert(0, messages.link_room_running(room))

@@ -202,12 +202,12 @@ def room_not_running(room: str) -> Text:
 
 def list_header(room: str, count: int, participants: int) -> Text:
     return text(
-        "*{room}*: {n} dispatch{es}, {p} participant{ps}.",
+        "*{room}*: {n} dispatch{es}, {p} {ps} in the room.",
         room=room,
         n=str(count),
         es="" if count == 1 else "es",
         p=str(participants),
-        ps="" if participants == 1 else "s",
+        ps="person" if participants == 1 else "people",
     )
 
 
@@ -445,8 +445,16 @@ def link_agent_dispatched(agent: str, dispatch_id: str) -> Text:
     return text("• *{agent}*: dispatched now (dispatch `{id}`).", agent=agent, id=dispatch_id)
 
 
-def link_agent_already_there(agent: str, dispatch_id: str) -> Text:
-    return text("• *{agent}*: already dispatched (dispatch `{id}`); nothing was added.", agent=agent, id=dispatch_id)
+def link_agent_already_there(agent: str, ids: list[str], identity: str) -> Text:
+    if identity:
+        return text(
+            "• *{agent}*: already in the room as `{identity}`; nothing was added.", agent=agent, identity=identity
+        )
+    return text(
+        "• *{agent}*: already dispatched (dispatch `{id}`) and on its way; nothing was added.",
+        agent=agent,
+        id="`, `".join(ids),
+    )
 
 
 def link_room_not_running(room: str, agents: list[str]) -> Text:
@@ -522,13 +530,211 @@ def rooms_header(count: int, url: str) -> Text:
 
 def room_entry(room: str, participants: int, age: str) -> Text:
     return text(
-        "• *{room}* · {p} participant{s} · created {age}",
+        "• *{room}* · {p} {s} · created {age}",
         room=room,
         p=str(participants),
-        s="" if participants == 1 else "s",
+        s="person" if participants == 1 else "people",
         age=age,
     )
 
 
 def rooms_more(more: int) -> Text:
     return text("…and {n} more.", n=f"{more:,}")
+
+
+# --- presence and supervision ------------------------------------------------------------------------------------
+
+
+def already_in_room(agent: Text, room: str, identity: str, ids: list[str]) -> Text:
+    where = " (dispatch `{ids}`)" if ids else ""
+    return text(
+        ":information_source: " + agent.template + " is already in *{room}* as `{identity}`" + where + ". "
+        "Nothing was sent; add `--force` to send another one.",
+        room=room,
+        identity=identity,
+        ids="`, `".join(ids),
+        **agent.values,
+    )
+
+
+def already_on_its_way(agent: Text, room: str, ids: list[str]) -> Text:
+    return text(
+        ":information_source: " + agent.template + " was dispatched into *{room}* moments ago (dispatch `{ids}`) "
+        "and is on its way. Nothing was sent; `/dispatch list {room}` shows when it joins.",
+        room=room,
+        ids="`, `".join(ids),
+        **agent.values,
+    )
+
+
+def stale_replaced(agent: str, room: str, ids: list[str], why: str) -> Text:
+    return text(
+        ":recycle: Removed the stale dispatch `{ids}` of *{agent}* in *{room}* ({why}) and sent a new one.",
+        ids="`, `".join(ids),
+        agent=agent,
+        room=room,
+        why=why,
+    )
+
+
+def keep_on(agent: str) -> Text:
+    return text(
+        ":repeat: `--keep`: if *{agent}* leaves while people remain, the bot sends it again.",
+        agent=agent,
+    )
+
+
+def taken_never_joined(agent: str, seconds: float, identity: str) -> list[Text]:
+    return [
+        text(
+            ":warning: A worker took the job (as `{identity}`), but within {s} s no `{agent}` agent joined the room. "
+            "It probably failed on start: its logs on the agent host say why (on OpenVidu, "
+            "`docker logs agent-{agent}`).",
+            identity=identity,
+            s=f"{seconds:g}",
+            agent=agent,
+        ),
+        text("Fix the cause, then dispatch again: the bot replaces this dispatch instead of calling it a duplicate."),
+    ]
+
+
+def presence_state(kind: str, identity: str, since: str, reason: str) -> str:
+    """One dispatch's state in `list` and `rooms`, from the room's participants."""
+    if kind == "in_room":
+        return f"in the room as {identity}" + (f" since {since}" if since else "")
+    if kind == "waiting":
+        return "waiting for its agent to join"
+    if kind == "left":
+        return "left" + (f" {since}" if since else "") + f": {reason}"
+    if kind == "never_joined":
+        return f"never joined (a worker took the job as {identity}; its agent is not in the room)"
+    return "no agent: no worker took the job"
+
+
+def other_agents(agents: list[tuple[str, str]]) -> Text:
+    shown = ", ".join(f"{name or 'automatic'} ({identity})" for name, identity in agents)
+    return text("• agents in the room that no dispatch here brought: {shown}", shown=shown)
+
+
+def room_agents(states: list[tuple[str, str]]) -> Text:
+    shown = "; ".join(f"{name or 'automatic'}: {state}" for name, state in states)
+    return text("   ↳ {shown}", shown=shown)
+
+
+def no_rules() -> list[Text]:
+    return [
+        text("No dispatch rules are configured."),
+        text(
+            "Add `rules:` to the config file (a name, a room pattern, agents and a channel) and rooms that match "
+            "get their agents as they start. The README's *Agent supervision* section shows how."
+        ),
+    ]
+
+
+def rules_header(count: int) -> Text:
+    return text("*{n}* dispatch rule{s} (checked as rooms start):", n=str(count), s="" if count == 1 else "s")
+
+
+def rule_entry(name: str, rooms: str, agents: list[str], channel: str) -> Text:
+    return text(
+        "• *{name}*: rooms `{rooms}` get {agents}; announced in <#{channel}>",
+        name=name,
+        rooms=rooms,
+        agents=", ".join(agents),
+        channel=channel,
+    )
+
+
+def rule_latest(room: str, agent: str, outcome: str, detail: str, when: str) -> Text:
+    return text(
+        "   ↳ {when}: *{agent}* in *{room}*: {outcome} ({detail})",
+        when=when,
+        agent=agent,
+        room=room,
+        outcome=outcome,
+        detail=shorten(detail, 120),
+    )
+
+
+def rule_idle() -> Text:
+    return text("   ↳ no room has matched it yet.")
+
+
+def duration_words(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def agent_left_alert(agent: str, room: str, stayed: str, why: str, people: int) -> Text:
+    return text(
+        ":rotating_light: *{agent}* left *{room}*{stayed}: {why}. {people} still in the room.",
+        agent=agent,
+        room=room,
+        stayed=f" after {stayed}" if stayed else "",
+        why=why,
+        people=f"{people} person is" if people == 1 else f"{people} people are",
+    )
+
+
+def agent_left_todo(agent: str) -> Text:
+    return text(
+        "Check the agent's logs on the agent host (on OpenVidu, `docker logs agent-{agent}`), then send it again "
+        "with the button below.",
+        agent=agent,
+    )
+
+
+def keep_will_retry(seconds: float, attempt: int, retries: int) -> Text:
+    return text(
+        ":repeat: `--keep`: the bot sends it again in {s} (attempt {n} of {max}).",
+        s=duration_words(seconds),
+        n=str(attempt),
+        max=str(retries),
+    )
+
+
+def keep_attempt(agent: str, room: str, dispatch_id: str, attempt: int, retries: int) -> Text:
+    return text(
+        ":repeat: `--keep` attempt {n} of {max}: sent *{agent}* into *{room}* again (dispatch `{id}`).",
+        n=str(attempt),
+        max=str(retries),
+        agent=agent,
+        room=room,
+        id=dispatch_id,
+    )
+
+
+def keep_attempt_failed(agent: str, attempt: int, retries: int, seconds: float, sentence: str = "") -> Text:
+    why = sentence or f"no *{agent}* agent joined within {seconds:g} s"
+    return text(":warning: `--keep` attempt {n} of {max} failed: {why}.", n=str(attempt), max=str(retries), why=why)
+
+
+def keep_back(agent: str, room: str, identity: str) -> Text:
+    return text(
+        ":white_check_mark: *{agent}* is back in *{room}* as `{identity}`.", agent=agent, room=room, identity=identity
+    )
+
+
+def keep_gave_up(agent: str, room: str, retries: int) -> list[Text]:
+    return [
+        text(
+            ":x: `--keep` gave up: *{agent}* did not come back to *{room}* after {n} attempt{s}.",
+            agent=agent,
+            room=room,
+            n=str(retries),
+            s="" if retries == 1 else "s",
+        ),
+        text(
+            "Check that its worker is running and registered under `{agent}` (`/dispatch agents`, and its logs on "
+            "the agent host), then dispatch it again.",
+            agent=agent,
+        ),
+    ]
+
+
+def rule_dispatch_intro(rule: str, room: str) -> Text:
+    return text("Rule *{rule}*: *{room}* started.", rule=rule, room=room)

@@ -47,8 +47,45 @@ class DispatchInfo:
 class RoomInfo:
     name: str
     created_at: datetime | None
-    num_participants: int
+    num_participants: int  # people only: LiveKit leaves agents and egress out (and the count may lag)
     empty_timeout: int
+    sid: str = ""
+
+
+# Participant kinds that are not people: they do not keep a room open and nobody watches captions for them.
+NOT_PEOPLE = ("AGENT", "EGRESS")
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One participant as the room reports it; an agent is kind AGENT with its name in `lk.agent_name`."""
+
+    identity: str
+    kind: str = "STANDARD"  # ParticipantInfo.Kind name: STANDARD, AGENT, EGRESS, INGRESS, SIP, ...
+    agent_name: str = ""  # lk.agent_name (or lk.agent.name) of an agent; "" for anyone else
+    name: str = ""
+    joined_at: datetime | None = None
+    disconnect_reason: str = ""  # DisconnectReason name, in a participant_left event
+
+    @property
+    def is_agent(self) -> bool:
+        return self.kind == "AGENT"
+
+    @property
+    def is_person(self) -> bool:
+        return self.kind not in NOT_PEOPLE
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """A LiveKit webhook, verified, as the few facts supervision needs; a hint to look at a room, never the truth."""
+
+    id: str
+    event: str  # room_started, room_finished, participant_joined, participant_left, ...
+    room: str
+    room_sid: str = ""
+    participant: Participant | None = None
+    created_at: datetime | None = None
 
 
 class BackendError(Exception):
@@ -69,6 +106,9 @@ class DispatchBackend(Protocol):
     async def get_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo | None: ...
     async def create_dispatch(self, agent_name: str, room: str, metadata: str) -> DispatchInfo: ...
     async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo: ...
+    async def list_participants(self, room: str) -> list[Participant]:
+        """The room's participants; an empty list for a room that is not running (ask get_room which it is)."""
+        ...
 
     def mint_join_token(self, *, room: str, identity: str, name: str, ttl: timedelta, agents: Sequence[str]) -> str:
         """A token to join `room` only, whose room configuration dispatches `agents` when the join creates it."""
@@ -137,7 +177,7 @@ class AuditReader(Protocol):
 class Actor:
     """Who ran a command and from where: the real Slack user (or OS user), never the bot itself."""
 
-    source: Literal["slack", "cli"]
+    source: Literal["slack", "cli", "bot"]
     user_id: str
     user_name: str = ""
     team_id: str = ""
@@ -179,6 +219,7 @@ class CommandSettings:
     link_default_agents: tuple[str, ...] = ()
     link_default_ttl: float = 3600.0
     link_max_ttl: float = 12 * 3600.0
+    rules: tuple[DispatchRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,7 +266,7 @@ class AgentCatalogView(Protocol):
     def snapshot(self) -> CatalogSnapshot: ...
 
 
-ACTIONS = ("dispatch", "stop", "link", "list", "rooms", "agents", "audit")
+ACTIONS = ("dispatch", "stop", "link", "list", "rooms", "agents", "audit", "rules")
 
 
 @dataclass(frozen=True)
@@ -243,3 +284,71 @@ class Authorizer(Protocol):
     def may_ever(self, actor: Actor, action: str) -> bool:
         """Whether some agent and room would be allowed for this action (what `help` shows)."""
         ...
+
+
+# --- supervision -------------------------------------------------------------------------------------------------
+
+WatchState = Literal["waiting", "present", "away", "closed"]
+
+
+@dataclass(frozen=True)
+class WatchRecord:
+    """One agent the bot sent into a room and watches while the room runs (desired state; times in unix seconds).
+
+    waiting: dispatched, not yet seen in the room; present: seen (identity known); away: a kept agent left and its
+    next attempt is due at `next_at`; closed: no longer watched (`closed_reason` says why).
+    """
+
+    room: str
+    agent: str
+    dispatch_id: str
+    started_at: float
+    state: WatchState = "waiting"
+    id: int = 0
+    room_sid: str = ""
+    identity: str = ""
+    closed_reason: str = ""
+    keep: bool = False
+    keep_attempt: int = 0  # 0: no attempt running; n: the n-th re-dispatch since the agent left
+    next_at: float = 0.0
+    seen_at: float = 0.0
+    left_at: float = 0.0
+    left_reason: str = ""
+    missing: int = 0  # polls in a row that did not find the agent
+    channel_id: str = ""
+    thread_ts: str = ""
+    source: str = ""
+    team_id: str = ""
+    user_id: str = ""
+    user_name: str = ""
+    rule: str = ""
+
+
+class WatchRegistry(Protocol):
+    """Where commands put the agents they send (so they are watched) and take those they remove."""
+
+    async def watch(self, record: WatchRecord) -> None: ...
+
+    async def close(self, room: str, dispatch_ids: Sequence[str], reason: str) -> None:
+        """Stop watching these dispatches (the bot removes them itself: no alert when their agents leave)."""
+        ...
+
+    async def history(self, room: str) -> Mapping[str, WatchRecord]:
+        """The latest watch of each dispatch in the room, open or closed, by dispatch id."""
+        ...
+
+
+class RoomSignals(Protocol):
+    async def wait_change(self, room: str, timeout: float) -> None:
+        """Return when something may have changed in the room (a webhook named it), or after `timeout` seconds."""
+        ...
+
+
+@dataclass(frozen=True)
+class DispatchRule:
+    """`rules:` in the config: rooms whose names match `rooms` get `agents` when they start."""
+
+    name: str
+    rooms: str  # shell-style pattern
+    agents: tuple[str, ...]
+    channel: str

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from . import agents, audit, dispatch, link, rooms, stop
+from . import agents, audit, dispatch, link, rooms, rules, stop
 from . import help as help_command
 from . import list as list_command
 from .context import CommandContext
@@ -34,5 +34,5 @@ def _command(module: ModuleType) -> Command:
     )
 
 
-MODULES = (dispatch, list_command, stop, link, rooms, audit, agents, help_command)
+MODULES = (dispatch, list_command, stop, link, rooms, rules, audit, agents, help_command)
 COMMANDS: dict[str, Command] = {c.name: c for c in map(_command, MODULES)}

@@ -89,6 +89,8 @@ class Reply:
     link: JoinLink | None = None
     # Runs after the reply is shown; returns the updated reply (already audited).
     followup: Callable[[], Awaitable[Reply]] | None = None
+    # What the command did before its main act (a stale dispatch removed): audited first, each its own row.
+    prior: list[Reply] = field(default_factory=list)
 
     def plain(self) -> str:
         return "\n".join(line.plain() for line in self.lines)

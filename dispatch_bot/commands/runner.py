@@ -94,6 +94,8 @@ class CommandRunner:
             ref = secrets.token_hex(4)
             log.exception("command failed (reference %s)", ref)
             reply = Reply("error", [messages.internal_error(ref)], detail=f"internal error, reference {ref}")
+        for done in reply.prior:
+            await self._record(ctx, raw, done, started)
         await self._record(ctx, raw, reply, started)
         if reply.followup is not None:
             reply.followup = self._audited_followup(ctx, raw, reply)

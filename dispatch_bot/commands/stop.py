@@ -43,6 +43,8 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
         if found is not None:
             ctx.note(agent=found.agent_name)
         ctx.authorize("stop", agent=found.agent_name if found else "", room=room)
+        if ctx.watches is not None:  # the bot removes it: its departure is no alert, and any --keep ends
+            await ctx.watches.close(room, [target], "stopped")
         try:
             removed = await ctx.backend.delete_dispatch(target, room)
         except BackendError as exc:
@@ -64,6 +66,8 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
             reply.lines = [messages.nothing_to_stop(agent, room)]
             reply.detail = "no dispatch to stop"
             return reply
+        if ctx.watches is not None:  # the bot removes them: their departures are no alert, and any --keep ends
+            await ctx.watches.close(room, ids, "stopped")
         for dispatch_id in ids:
             try:
                 await ctx.backend.delete_dispatch(dispatch_id, room)

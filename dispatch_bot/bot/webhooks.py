@@ -1,0 +1,64 @@
+"""`POST /livekit/webhook`: LiveKit's webhooks, verified with livekit-api, answered at once, handled after.
+
+The server sends each event with `Authorization: <JWT>` (signed with the API key and secret, its `sha256` claim the
+body's hash) and does not retry a 4xx, so a forged or tampered request gets 401 and a body we cannot use gets 400.
+An accepted event only names a room for supervision to look at; the answer never waits for that look.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .livekit_gateway import LiveKitGateway, WebhookIgnored, WebhookRejected
+from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/livekit/webhook"
+MAX_BODY = 1024 * 1024  # LiveKit's events are a few kB; anything near this is not one
+
+
+def webhook_handler(
+    gateway: LiveKitGateway, supervisor: Supervisor | None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def receive(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            log.warning(
+                "webhook refused: a body of %d bytes is over the %d-byte limit", request.content_length, MAX_BODY
+            )
+            return web.Response(status=413, text="body too large")
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            log.warning("webhook refused: its body is over the %d-byte limit", MAX_BODY)
+            return web.Response(status=413, text="body too large")
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            log.warning("webhook refused: its body is not UTF-8 text")
+            return web.Response(status=400, text="body is not UTF-8")
+        authorization = request.headers.get("Authorization", "")
+        if not authorization:
+            log.warning("webhook refused: no Authorization header (is this LiveKit, with webhook.api_key set?)")
+            return web.Response(status=401, text="unauthorized")
+        try:
+            event = gateway.webhook_event(body, authorization)
+        except WebhookRejected as exc:
+            log.warning(
+                "webhook refused (%s): it was not signed with this bot's LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or "
+                "its body was changed; webhook.api_key in livekit.yaml must be the bot's key",
+                exc,
+            )
+            return web.Response(status=401, text="unauthorized")
+        except WebhookIgnored as exc:
+            log.warning("webhook ignored: %s", exc)
+            return web.Response(status=400, text="not a LiveKit event")
+        if supervisor is None:
+            log.debug("webhook %s for %s ignored: watch.enabled is false", event.event, event.room)
+        else:
+            supervisor.receive(event)
+        return web.Response(status=200, text="ok")
+
+    return receive
