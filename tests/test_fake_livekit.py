@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 import jwt
@@ -176,18 +176,24 @@ async def test_metadata_too_big_is_invalid_argument() -> None:
 # ---------------------------------------------------------------- List / Get / Delete
 
 
-async def test_list_delete_participants_on_missing_room_are_unavailable(lk: api.LiveKitAPI) -> None:
+async def test_list_delete_on_missing_room_are_unavailable(lk: api.LiveKitAPI) -> None:
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: lk.agent_dispatch.list_dispatch("nope"),
         lambda: lk.agent_dispatch.get_dispatch("AD_x", "nope"),
         lambda: lk.agent_dispatch.delete_dispatch("AD_x", "nope"),
-        lambda: lk.room.list_participants(api.ListParticipantsRequest(room="nope")),
     ]
     for call in calls:
         with pytest.raises(api.ServerError) as exc:
             await call()
         assert (exc.value.status, exc.value.code) == (503, "unavailable")
         assert exc.value.message == "twirp error unknown: no response from servers"
+
+
+async def test_list_participants_on_missing_room_is_empty(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    parts = await lk.room.list_participants(api.ListParticipantsRequest(room="nope"))
+    assert list(parts.participants) == []
+    assert fake.requests[-1].method == "ListParticipants" and fake.requests[-1].status == 200
+    assert fake.room_names() == []
 
 
 async def test_get_unknown_id_is_none_and_delete_unknown_id_is_not_found(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
@@ -238,7 +244,7 @@ async def test_list_rooms(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
     assert [r.name for r in everything] == ["a", "b"]
     only = (await lk.room.list_rooms(api.ListRoomsRequest(names=["a", "missing"]))).rooms
     assert [r.name for r in only] == ["a"]
-    assert only[0].num_participants == 3
+    assert only[0].num_participants == 2  # the agent is not counted
     assert only[0].creation_time_ms // 1000 == only[0].creation_time > 0
     last = fake.calls("ListRooms")[-1]
     assert isinstance(last, api.ListRoomsRequest) and list(last.names) == ["a", "missing"]
@@ -375,3 +381,59 @@ async def test_sdk_timeout_is_not_applied_so_callers_need_their_own(fake: FakeLi
 async def test_wait_for_times_out(fake: FakeLiveKit) -> None:
     with pytest.raises(TimeoutError):
         await fake.wait_for(lambda: False, timeout=0.05)
+
+
+# ---------------------------------------------------------------- agents: accepted vs joined
+
+
+def _agent_parts(parts: Sequence[api.ParticipantInfo]) -> list[api.ParticipantInfo]:
+    return [p for p in parts if p.kind == api.ParticipantInfo.Kind.AGENT]
+
+
+async def test_agent_participant_kind_attributes_and_identity(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    fake.register_worker("captions")
+    fake.add_room("r1", humans=["alice", "bob"])
+    created = await lk.agent_dispatch.create_dispatch(_create("r1", "captions"))
+    await fake.wait_for(lambda: len(fake.participants("r1")) == 3)
+
+    job = (await lk.agent_dispatch.list_dispatch("r1"))[-1].state.jobs[0]
+    assert job.dispatch_id == created.id
+    [agent] = _agent_parts((await lk.room.list_participants(api.ListParticipantsRequest(room="r1"))).participants)
+    assert agent.identity == job.state.participant_identity == f"agent-{job.id}"
+    assert dict(agent.attributes) == {"lk.agent_name": "captions", "lk.agent.name": "captions"}
+    assert agent.state == api.ParticipantInfo.State.ACTIVE and agent.joined_at > 0 and agent.sid.startswith("PA_")
+    rooms = (await lk.room.list_rooms(api.ListRoomsRequest(names=["r1"]))).rooms
+    assert rooms[0].num_participants == 2  # alice and bob; the agent is dependent
+
+
+async def test_identity_format(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    fake.register_worker("captions", identity_format="agent-{agent_name}-{job_id}")
+    fake.add_room("r1")
+    await lk.agent_dispatch.create_dispatch(_create("r1", "captions"))
+    await fake.wait_for(lambda: len(fake.participants("r1")) == 2)
+    job = (await lk.agent_dispatch.list_dispatch("r1"))[-1].state.jobs[0]
+    [agent] = _agent_parts(fake.participants("r1"))
+    assert agent.identity == job.state.participant_identity == f"agent-captions-{job.id}"
+    assert agent.attributes["lk.agent_name"] == "captions"
+
+
+async def test_worker_that_does_not_join_accepts_the_job_but_no_agent_appears(
+    fake: FakeLiveKit, lk: api.LiveKitAPI
+) -> None:
+    fake.register_worker("captions", joins=False)
+    fake.register_worker("other")
+    fake.add_room("r1")
+    stuck = await lk.agent_dispatch.create_dispatch(_create("r1", "captions"))
+    # A second dispatch to a worker that joins, created after: once its agent is in, the first job is long assigned.
+    await lk.agent_dispatch.create_dispatch(_create("r1", "other"))
+    await fake.wait_for(lambda: len(_agent_parts(fake.participants("r1"))) == 1)
+
+    got = await lk.agent_dispatch.get_dispatch(stuck.id, "r1")
+    assert got is not None and len(got.state.jobs) == 1
+    job = got.state.jobs[0]
+    assert job.state.status == api.JS_RUNNING
+    assert job.state.participant_identity == f"agent-{job.id}"
+    assert job.state.worker_id.startswith("AW_")
+    parts = (await lk.room.list_participants(api.ListParticipantsRequest(room="r1"))).participants
+    assert job.state.participant_identity not in {p.identity for p in parts}
+    assert [p.attributes["lk.agent_name"] for p in _agent_parts(parts)] == ["other"]

@@ -22,10 +22,14 @@ Real-server rules it encodes, including the awkward ones:
 * A job is launched only if a worker with exactly that agent name is registered at dispatch time.
   It then appears on the dispatch asynchronously, and an agent participant (kind AGENT) joins the
   room. With no worker nothing ever happens, even if a worker registers later.
-* ListDispatch, DeleteDispatch and ListParticipants on a room that is not running answer 503
+* A worker that gets a job accepts it: the job snapshot says JS_RUNNING with the agent's identity
+  at once, and is never updated afterwards, whether the agent joins, never joins or leaves later.
+  Agent participants are kind AGENT with attributes ``lk.agent_name`` and ``lk.agent.name``; they
+  are not counted in ``Room.num_participants``.
+* ListDispatch and DeleteDispatch on a room that is not running answer 503
   ``unavailable`` "twirp error unknown: no response from servers", after a delay (about 3 s on the
-  real server). An unknown dispatch id gives an empty list from ListDispatch, but 404
-  ``not_found`` from DeleteDispatch.
+  real server); ListParticipants answers 200 with an empty list. An unknown dispatch id gives an
+  empty list from ListDispatch, but 404 ``not_found`` from DeleteDispatch.
 * Errors coming from the room node carry the ``twirp error unknown: `` message prefix.
   Auth errors do not.
 """
@@ -80,6 +84,9 @@ DEFAULT_DEPARTURE_TIMEOUT = 20
 DEFAULT_MAX_ATTRIBUTES_SIZE = 64 * 1024
 MAX_ROOM_NAME_LENGTH = 256
 MAX_DEPLOYMENT_LENGTH = 64
+# reference: livekit-webhooks.md §2 (attributes)
+AGENT_NAME_ATTRIBUTE = "lk.agent_name"
+SDK_AGENT_NAME_ATTRIBUTE = "lk.agent.name"
 
 # The prefix the real server's error-detail wrapper puts on psrpc errors.
 # reference: livekit-dispatch.md §2.6
@@ -177,12 +184,20 @@ class _Room:
             creation_time=self.created_ns // 1_000_000_000,
             creation_time_ms=self.created_ns // 1_000_000,
             metadata=self.metadata,
-            num_participants=len(self.participants),
+            # Agents and egress are "dependent": not counted. reference: livekit-webhooks.md §2
+            num_participants=sum(1 for p in self.participants.values() if not _is_dependent(p)),
         )
 
 
-def _participant(identity: str, kind: ParticipantInfo.Kind) -> ParticipantInfo:
+def _is_dependent(p: ParticipantInfo) -> bool:
+    return p.kind in (ParticipantInfo.Kind.AGENT, ParticipantInfo.Kind.EGRESS)
+
+
+def _participant(
+    identity: str, kind: ParticipantInfo.Kind, attributes: dict[str, str] | None = None
+) -> ParticipantInfo:
     now = time.time_ns()
+    agent = kind == ParticipantInfo.Kind.AGENT
     return ParticipantInfo(
         sid=_guid("PA_"),
         identity=identity,
@@ -190,8 +205,17 @@ def _participant(identity: str, kind: ParticipantInfo.Kind) -> ParticipantInfo:
         joined_at=now // 1_000_000_000,
         joined_at_ms=now // 1_000_000,
         kind=kind,
-        permission=ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True),
+        attributes=attributes or {},
+        permission=ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True, agent=agent),
     )
+
+
+@dataclass(frozen=True)
+class _Worker:
+    id: str
+    agent_name: str
+    joins: bool
+    identity_format: str
 
 
 _Handler = Callable[[Any, Claims | None], Awaitable[Message]]
@@ -227,9 +251,8 @@ class FakeLiveKit:
 
         self._verifier = TokenVerifier(api_key, api_secret)
         self._rooms: dict[str, _Room] = {}
-        # agent name -> worker ids; "" is a worker in automatic mode (registered with no name)
-        self._workers: dict[str, list[str]] = {}
-        self._stuck_workers: set[str] = set()
+        # agent name -> workers; "" is a worker in automatic mode (registered with no name)
+        self._workers: dict[str, list[_Worker]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -287,13 +310,15 @@ class FakeLiveKit:
 
     # ------------------------------------------------------------------ controls
 
-    def register_worker(self, agent_name: str, *, joins: bool = True) -> None:
-        """Register one worker under ``agent_name`` ("" = automatic mode, no name). A worker that does not join
-        takes its jobs and leaves them pending, with no agent in the room (a crashed or overloaded worker)."""
-        worker_id = _guid("AW_")
-        self._workers.setdefault(agent_name, []).append(worker_id)
-        if not joins:
-            self._stuck_workers.add(worker_id)
+    def register_worker(self, agent_name: str, *, joins: bool = True, identity_format: str = "agent-{job_id}") -> None:
+        """Register one worker under ``agent_name`` ("" = automatic mode, no name).
+
+        The worker accepts every job it gets: the job snapshot says JS_RUNNING with the identity
+        ``identity_format.format(job_id=..., agent_name=...)`` and the worker id. With ``joins=False`` its
+        agent process then fails on start, so no participant ever appears (reference: livekit-dispatch.md §2.7).
+        """
+        worker = _Worker(_guid("AW_"), agent_name, joins, identity_format)
+        self._workers.setdefault(agent_name, []).append(worker)
         self._notify()
 
     def unregister_worker(self, agent_name: str) -> None:
@@ -441,7 +466,7 @@ class FakeLiveKit:
         handle = loop.call_later(delay, run)
         self._timers.add(handle)
 
-    def _assign_job(self, room_name: str, room_sid: str, dispatch_id: str, worker_id: str) -> None:
+    def _assign_job(self, room_name: str, room_sid: str, dispatch_id: str, worker: _Worker) -> None:
         room = self._rooms.get(room_name)
         if room is None or room.sid != room_sid:
             return  # the room closed meanwhile
@@ -449,8 +474,7 @@ class FakeLiveKit:
         if dispatch is None:
             return  # deleted before the job was assigned
         job_id = _guid("AJ_")
-        joins = worker_id not in self._stuck_workers
-        identity = f"agent-{job_id}" if joins else ""
+        identity = worker.identity_format.format(job_id=job_id, agent_name=dispatch.agent_name)
         now = time.time_ns()
         job = Job(
             id=job_id,
@@ -462,16 +486,20 @@ class FakeLiveKit:
             deployment=dispatch.deployment,
             attributes=dict(dispatch.attributes),
             state=JobState(
-                status=JobStatus.JS_RUNNING if joins else JobStatus.JS_PENDING,
+                # Accepted, not joined: the snapshot is never updated. reference: livekit-dispatch.md §2.7
+                status=JobStatus.JS_RUNNING,
                 started_at=now,
                 updated_at=now,
                 participant_identity=identity,
-                worker_id=worker_id,
+                worker_id=worker.id,
             ),
         )
         dispatch.state.jobs.append(job)
-        if joins:
-            room.participants[identity] = _participant(identity, ParticipantInfo.Kind.AGENT)
+        if worker.joins:
+            # reference: livekit-webhooks.md §2 (kind AGENT, lk.agent_name from the server, lk.agent.name from the SDK)
+            attributes = {AGENT_NAME_ATTRIBUTE: dispatch.agent_name, SDK_AGENT_NAME_ATTRIBUTE: dispatch.agent_name}
+            participant = _participant(identity, ParticipantInfo.Kind.AGENT, attributes)
+            room.participants[identity] = participant
             room.agents_by_dispatch.setdefault(dispatch_id, []).append(identity)
         self._notify()
 
@@ -601,7 +629,8 @@ class FakeLiveKit:
         self._ensure_admin(claims, req.room)
         room = self._rooms.get(req.room)
         if room is None:
-            raise await self._unavailable()
+            # Read from the room store: an unknown room is an empty list. reference: livekit-dispatch.md §2.7
+            return ListParticipantsResponse()
         return ListParticipantsResponse(participants=[_copy(p) for p in room.participants.values()])
 
     # ------------------------------------------------------------------ internals: HTTP
