@@ -437,3 +437,142 @@ async def test_worker_that_does_not_join_accepts_the_job_but_no_agent_appears(
     parts = (await lk.room.list_participants(api.ListParticipantsRequest(room="r1"))).participants
     assert job.state.participant_identity not in {p.identity for p in parts}
     assert [p.attributes["lk.agent_name"] for p in _agent_parts(parts)] == ["other"]
+
+
+# ---------------------------------------------------------------- people and departures
+
+
+def _events(fake: FakeLiveKit) -> list[tuple[str, str]]:
+    """(event, participant identity) of everything the server emitted, in order."""
+    return [(e.event, e.participant.identity) for e in fake.webhook_events]
+
+
+async def test_people_join_and_leave_and_the_room_stays(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    fake.add_room("r1", humans=["alice"])
+    fake.person_joins("r1", "bob")
+    fake.person_leaves("r1", "alice", "SIGNAL_CLOSE")
+
+    parts = (await lk.room.list_participants(api.ListParticipantsRequest(room="r1"))).participants
+    assert [(p.identity, p.kind) for p in parts] == [("bob", api.ParticipantInfo.Kind.STANDARD)]
+    assert fake.room_names() == ["r1"]
+    assert _events(fake) == [
+        ("room_started", ""),
+        ("participant_joined", "alice"),
+        ("participant_joined", "bob"),
+        ("participant_left", "alice"),
+    ]
+    left = fake.webhook_events[-1]
+    assert left.participant.disconnect_reason == api.DisconnectReason.SIGNAL_CLOSE
+    assert left.participant.state == api.ParticipantInfo.State.DISCONNECTED
+    assert left.room.sid == fake.room_sid("r1") and left.room.num_participants == 1
+    with pytest.raises(KeyError):
+        fake.person_joins("nope", "carol")
+    with pytest.raises(KeyError):
+        fake.person_leaves("r1", "alice")
+
+
+async def test_agent_leaves_job_snapshot_and_dispatch_unchanged(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    fake.register_worker("captions")
+    fake.add_room("r1")
+    created = await lk.agent_dispatch.create_dispatch(_create("r1", "captions"))
+    await fake.wait_for(lambda: len(fake.agent_participants("r1")) == 1)
+    before = await lk.agent_dispatch.get_dispatch(created.id, "r1")
+    assert before is not None
+    job = before.state.jobs[0]
+    assert fake.job_status(job.id) == api.JS_RUNNING
+
+    identity = fake.agent_leaves("r1", "captions")  # by agent name
+
+    assert identity == job.state.participant_identity
+    assert fake.agent_participants("r1") == []
+    parts = (await lk.room.list_participants(api.ListParticipantsRequest(room="r1"))).participants
+    assert [p.identity for p in parts] == ["alice"]
+    after = await lk.agent_dispatch.get_dispatch(created.id, "r1")
+    assert after == before  # the snapshot still says JS_RUNNING with that identity
+    assert fake.job_status(job.id) == api.JS_FAILED
+    left = fake.webhook_events[-1]
+    assert (left.event, left.participant.identity) == ("participant_left", identity)
+    assert left.participant.kind == api.ParticipantInfo.Kind.AGENT
+    assert left.participant.disconnect_reason == api.DisconnectReason.CONNECTION_TIMEOUT
+    assert left.participant.attributes["lk.agent_name"] == "captions"
+    with pytest.raises(KeyError):
+        fake.agent_leaves("r1", "captions")
+
+
+async def test_agent_leaves_by_identity_with_reason(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    fake.register_worker("captions")
+    fake.add_room("r1")
+    for _ in range(2):
+        await lk.agent_dispatch.create_dispatch(_create("r1", "captions"))
+    await fake.wait_for(lambda: len(fake.agent_participants("r1")) == 2)
+    second = fake.agent_participants("r1")[1].identity
+
+    assert fake.agent_leaves("r1", second, "CLIENT_INITIATED") == second
+    [remaining] = fake.agent_participants("r1")
+    assert remaining.identity != second
+    assert fake.webhook_events[-1].participant.disconnect_reason == api.DisconnectReason.CLIENT_INITIATED
+
+
+async def test_delete_dispatch_removes_its_agent_with_participant_removed(
+    fake: FakeLiveKit, lk: api.LiveKitAPI
+) -> None:
+    fake.register_worker("captions")
+    fake.register_worker("other")
+    fake.add_room("r1")
+    created = await lk.agent_dispatch.create_dispatch(_create("r1", "captions"))
+    await lk.agent_dispatch.create_dispatch(_create("r1", "other"))
+    await fake.wait_for(lambda: len(fake.agent_participants("r1")) == 2)
+    captions = next(p.identity for p in fake.agent_participants("r1") if p.attributes["lk.agent_name"] == "captions")
+    seen = len(fake.webhook_events)
+
+    await lk.agent_dispatch.delete_dispatch(created.id, "r1")
+
+    assert [p.attributes["lk.agent_name"] for p in fake.agent_participants("r1")] == ["other"]
+    [left] = fake.webhook_events[seen:]
+    assert (left.event, left.participant.identity) == ("participant_left", captions)
+    assert left.participant.disconnect_reason == api.DisconnectReason.PARTICIPANT_REMOVED
+
+
+async def test_close_room_everyone_leaves_then_room_finished(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    fake.register_worker("captions")
+    fake.add_room("r1", humans=["alice", "bob"], agents=["captions"])
+    await fake.wait_for(lambda: len(fake.agent_participants("r1")) == 1)
+    agent = fake.agent_participants("r1")[0].identity
+    sid = fake.room_sid("r1")
+    seen = len(fake.webhook_events)
+
+    fake.close_room("r1", "ROOM_CLOSED")
+
+    tail = fake.webhook_events[seen:]
+    assert [(e.event, e.participant.identity) for e in tail] == [
+        ("participant_left", "alice"),
+        ("participant_left", "bob"),
+        ("participant_left", agent),
+        ("room_finished", ""),
+    ]
+    assert {e.participant.disconnect_reason for e in tail[:3]} == {api.DisconnectReason.ROOM_CLOSED}
+    assert tail[-1].room.sid == sid and tail[-1].room.num_participants == 0
+    assert fake.room_names() == [] and fake.dispatches("r1") == []
+    with pytest.raises(KeyError):
+        fake.room_sid("r1")
+    with pytest.raises(api.ServerError):
+        await lk.agent_dispatch.list_dispatch("r1")
+
+
+async def test_rooms_start_from_create_dispatch_create_room_and_add_room(fake: FakeLiveKit, lk: api.LiveKitAPI) -> None:
+    await lk.agent_dispatch.create_dispatch(_create("a", "bot"))
+    await lk.room.create_room(api.CreateRoomRequest(name="b"))
+    await lk.room.create_room(api.CreateRoomRequest(name="b"))  # exists: no second start
+    fake.add_room("c", humans=[])
+    fake.add_room("c", humans=["dave"])  # exists: dave joins only
+    await lk.room.delete_room(api.DeleteRoomRequest(room="b"))
+
+    started = [(e.event, e.room.name, e.room.sid) for e in fake.webhook_events if e.event.startswith("room_")]
+    assert started == [
+        ("room_started", "a", fake.room_sid("a")),
+        ("room_started", "b", started[1][2]),
+        ("room_started", "c", fake.room_sid("c")),
+        ("room_finished", "b", started[1][2]),
+    ]
+    assert len({e.id for e in fake.webhook_events}) == len(fake.webhook_events)
+    assert all(e.id.startswith("EV_") and e.created_at > 0 for e in fake.webhook_events)

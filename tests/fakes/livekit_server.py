@@ -43,7 +43,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import jwt
 from aiohttp import web
@@ -60,7 +60,7 @@ from livekit.protocol.agent_dispatch import (
     ListAgentDispatchResponse,
     RoomAgentDispatch,
 )
-from livekit.protocol.models import ParticipantInfo, ParticipantPermission, Room
+from livekit.protocol.models import DisconnectReason, ParticipantInfo, ParticipantPermission, Room
 from livekit.protocol.room import (
     CreateRoomRequest,
     DeleteRoomRequest,
@@ -70,6 +70,7 @@ from livekit.protocol.room import (
     ListRoomsRequest,
     ListRoomsResponse,
 )
+from livekit.protocol.webhook import WebhookEvent
 
 __all__ = ["FakeLiveKit", "RecordedRequest"]
 
@@ -173,6 +174,8 @@ class _Room:
     dispatches: dict[str, AgentDispatch] = field(default_factory=dict)
     # dispatch id -> identities of the agent participants its jobs brought in
     agents_by_dispatch: dict[str, list[str]] = field(default_factory=dict)
+    # agent identity -> id of the job that brought it in
+    job_by_agent: dict[str, str] = field(default_factory=dict)
 
     def to_proto(self) -> Room:
         return Room(
@@ -253,6 +256,9 @@ class FakeLiveKit:
         self._rooms: dict[str, _Room] = {}
         # agent name -> workers; "" is a worker in automatic mode (registered with no name)
         self._workers: dict[str, list[_Worker]] = {}
+        # job id -> its status inside the server once its agent left (the dispatch's snapshot never shows it)
+        self._job_status: dict[str, JobStatus] = {}
+        self.webhook_events: list[WebhookEvent] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -351,12 +357,55 @@ class FakeLiveKit:
             room = self._new_room(name, agents=dispatches)
         for identity in humans:
             if identity not in room.participants:
-                room.participants[identity] = _participant(identity, ParticipantInfo.Kind.STANDARD)
+                self._join(room, _participant(identity, ParticipantInfo.Kind.STANDARD))
         self._notify()
 
-    def close_room(self, name: str) -> None:
-        """End the room: it and its dispatches vanish. Raises KeyError if there is no such room."""
+    def person_joins(self, room: str, identity: str) -> None:
+        """A person (kind STANDARD) joins the running ``room`` (KeyError if it is not running).
+
+        The same identity already in the room is kicked first (DUPLICATE_IDENTITY), as the real server does.
+        """
+        r = self._rooms[room]
+        if identity in r.participants:
+            self._leave(r, identity, "DUPLICATE_IDENTITY")
+        self._join(r, _participant(identity, ParticipantInfo.Kind.STANDARD))
+
+    def person_leaves(self, room: str, identity: str, reason: str = "CLIENT_INITIATED") -> None:
+        """The participant ``identity`` leaves with ``reason`` (a DisconnectReason name); KeyError if absent.
+
+        The room stays: the real server closes it only after departure_timeout; call ``close_room`` for that.
+        """
+        r = self._rooms[room]
+        if identity not in r.participants:
+            raise KeyError(identity)
+        self._leave(r, identity, reason)
+
+    def agent_leaves(self, room: str, agent: str, reason: str = "CONNECTION_TIMEOUT") -> str:
+        """The agent participant whose identity is ``agent``, or else the first whose ``lk.agent_name`` is
+        ``agent``, leaves with ``reason``; returns its identity (KeyError if none).
+
+        Its job fails inside the server (AGENT_LEFT_ROOM), but the dispatch stays and its job snapshot is
+        unchanged (reference: livekit-dispatch.md §2.7). CONNECTION_TIMEOUT is how a crashed worker looks.
+        """
+        r = self._rooms[room]
+        agents = [p for p in r.participants.values() if p.kind == ParticipantInfo.Kind.AGENT]
+        found = next((p for p in agents if p.identity == agent), None) or next(
+            (p for p in agents if p.attributes.get(AGENT_NAME_ATTRIBUTE) == agent), None
+        )
+        if found is None:
+            raise KeyError(agent)
+        self._leave(r, found.identity, reason)
+        return found.identity
+
+    def close_room(self, name: str, reason: str = "ROOM_DELETED") -> None:
+        """End the room: every participant leaves with ``reason`` (agents too), then the room finishes and it
+        and its dispatches vanish. Raises KeyError if there is no such room."""
+        DisconnectReason.Value(reason)  # an unknown name fails before anything changes
+        room = self._rooms[name]
+        for identity in list(room.participants):
+            self._leave(room, identity, reason)
         del self._rooms[name]
+        self._emit("room_finished", room)
         self._notify()
 
     # ------------------------------------------------------------------ observation
@@ -368,6 +417,19 @@ class FakeLiveKit:
         """Copies of the room's current dispatches ([] if the room is not running)."""
         r = self._rooms.get(room)
         return [] if r is None else [_copy(d) for d in r.dispatches.values()]
+
+    def room_sid(self, room: str) -> str:
+        """The sid of the running ``room`` (KeyError if it is not running)."""
+        return self._rooms[room].sid
+
+    def agent_participants(self, room: str) -> list[ParticipantInfo]:
+        """Copies of the room's AGENT participants ([] if the room is not running)."""
+        return [p for p in self.participants(room) if p.kind == ParticipantInfo.Kind.AGENT]
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status inside the server: JS_FAILED once its agent left the room, JS_RUNNING while it is
+        assigned, None if unknown. ListDispatch never shows this change."""
+        return self._job_status.get(job_id)
 
     def participants(self, room: str) -> list[ParticipantInfo]:
         """Copies of the room's participants ([] if the room is not running)."""
@@ -407,6 +469,33 @@ class FakeLiveKit:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _emit(self, event: str, room: _Room, participant: ParticipantInfo | None = None) -> None:
+        # reference: livekit-webhooks.md §1 (WebhookEvent: id EV_..., created_at in unix seconds)
+        ev = WebhookEvent(id=_guid("EV_"), event=event, created_at=int(time.time()), room=room.to_proto())
+        if participant is not None:
+            ev.participant.CopyFrom(participant)
+        self.webhook_events.append(ev)
+        self._notify()
+
+    def _join(self, room: _Room, participant: ParticipantInfo) -> None:
+        room.participants[participant.identity] = participant
+        self._emit("participant_joined", room, participant)
+
+    def _leave(self, room: _Room, identity: str, reason: str) -> ParticipantInfo:
+        code = DisconnectReason.Value(reason)
+        participant = room.participants.pop(identity)
+        participant.state = ParticipantInfo.State.DISCONNECTED
+        participant.disconnect_reason = cast(DisconnectReason, code)
+        for identities in room.agents_by_dispatch.values():
+            if identity in identities:
+                identities.remove(identity)
+        job_id = room.job_by_agent.pop(identity, None)
+        if job_id is not None:
+            # reference: livekit-webhooks.md §2 (TerminateJob AGENT_LEFT_ROOM marks the job failed, inside only)
+            self._job_status[job_id] = JobStatus.JS_FAILED
+        self._emit("participant_left", room, participant)
+        return participant
+
     def _new_room(
         self,
         name: str,
@@ -427,6 +516,8 @@ class FakeLiveKit:
             metadata=metadata,
         )
         self._rooms[name] = room
+        # reference: livekit-webhooks.md §1 (room_started once the room's dispatch server is up)
+        self._emit("room_started", room)
         # No explicit agents: one automatic dispatch with an empty agent name.
         # reference: livekit-dispatch.md §2.7
         for spec in agents or [RoomAgentDispatch(agent_name="")]:
@@ -495,12 +586,14 @@ class FakeLiveKit:
             ),
         )
         dispatch.state.jobs.append(job)
+        self._job_status[job_id] = JobStatus.JS_RUNNING
         if worker.joins:
             # reference: livekit-webhooks.md §2 (kind AGENT, lk.agent_name from the server, lk.agent.name from the SDK)
             attributes = {AGENT_NAME_ATTRIBUTE: dispatch.agent_name, SDK_AGENT_NAME_ATTRIBUTE: dispatch.agent_name}
             participant = _participant(identity, ParticipantInfo.Kind.AGENT, attributes)
-            room.participants[identity] = participant
             room.agents_by_dispatch.setdefault(dispatch_id, []).append(identity)
+            room.job_by_agent[identity] = job_id
+            self._join(room, participant)
         self._notify()
 
     async def _unavailable(self) -> _TwirpError:
@@ -585,8 +678,10 @@ class FakeLiveKit:
         dispatch = room.dispatches.pop(req.dispatch_id, None)
         if dispatch is None:
             raise _TwirpError("not_found", _UNKNOWN_PREFIX + "dispatch ID not found")
+        # The real server removes the agents a moment later; here they go at once. reference: livekit-dispatch.md §2.5
         for identity in room.agents_by_dispatch.pop(req.dispatch_id, []):
-            room.participants.pop(identity, None)
+            if identity in room.participants:
+                self._leave(room, identity, "PARTICIPANT_REMOVED")
         self._notify()
         return dispatch
 
