@@ -30,6 +30,8 @@ Real-server rules it encodes, including the awkward ones:
   ``unavailable`` "twirp error unknown: no response from servers", after a delay (about 3 s on the
   real server); ListParticipants answers 200 with an empty list. An unknown dispatch id gives an
   empty list from ListDispatch, but 404 ``not_found`` from DeleteDispatch.
+* Rooms starting and finishing, participants joining and leaving are sent as signed webhooks, as the
+  server sends them (see ``livekit_webhooks``), to every URL given to ``add_webhook_url``.
 * Errors coming from the room node carry the ``twirp error unknown: `` message prefix.
   Auth errors do not.
 """
@@ -40,7 +42,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -72,7 +74,9 @@ from livekit.protocol.room import (
 )
 from livekit.protocol.webhook import WebhookEvent
 
-__all__ = ["FakeLiveKit", "RecordedRequest"]
+from tests.fakes.livekit_webhooks import DEFAULT_RETRY_DELAYS, WebhookDelivery, WebhookSender, sign_webhook
+
+__all__ = ["FakeLiveKit", "RecordedRequest", "WebhookDelivery", "sign_webhook"]
 
 # Alphabet of protocol:utils/guid (base57: no 0, 1, I, O, l).
 # reference: livekit-dispatch.md §1 (ID format)
@@ -228,8 +232,11 @@ class FakeLiveKit:
     """An in-process LiveKit server stand-in. Use as ``async with FakeLiveKit() as lk: ...``.
 
     Controls: ``delay`` (extra seconds before every request is handled),
-    ``register_worker``/``unregister_worker``, ``add_room``/``close_room``. Observation:
-    ``requests``, ``calls``, ``room_names``, ``dispatches``, ``participants``, ``wait_for``.
+    ``register_worker``/``unregister_worker``, ``add_room``/``close_room``, ``person_joins``/``person_leaves``,
+    ``agent_leaves``; webhooks: ``add_webhook_url``, ``webhook_duplicates``, ``drop_webhooks``/``resume_webhooks``.
+    Observation: ``requests``, ``calls``, ``room_names``, ``room_sid``, ``dispatches``, ``participants``,
+    ``agent_participants``, ``job_status``, ``webhook_events``, ``webhook_dropped``, ``webhook_deliveries``,
+    ``wait_for``, ``wait_webhooks_idle``.
     """
 
     def __init__(
@@ -241,6 +248,7 @@ class FakeLiveKit:
         unavailable_delay: float = 0.05,
         max_metadata_size: int = 512 * 1024,
         auto_create: bool = True,
+        webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     ) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
@@ -258,7 +266,16 @@ class FakeLiveKit:
         self._workers: dict[str, list[_Worker]] = {}
         # job id -> its status inside the server once its agent left (the dispatch's snapshot never shows it)
         self._job_status: dict[str, JobStatus] = {}
+        # Every event the server emitted, in order, whether or not it was sent (and to how many URLs).
         self.webhook_events: list[WebhookEvent] = []
+        # Events lost on purpose (drop_webhooks): never sent to any URL.
+        self.webhook_dropped: list[WebhookEvent] = []
+        # When True every event is delivered twice (same id and body), as a retry after a timeout does.
+        self.webhook_duplicates: bool = False
+        self._dropping = False
+        self._drop_count: int | None = None
+        self._drop_events: frozenset[str] | None = None
+        self._webhooks = WebhookSender(api_key, api_secret, retry_delays=webhook_retry_delays, changed=self._notify)
         self._timers: set[asyncio.TimerHandle] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -289,6 +306,7 @@ class FakeLiveKit:
         self._port = int(addresses[0][1])
 
     async def stop(self) -> None:
+        await self._webhooks.stop()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -408,6 +426,40 @@ class FakeLiveKit:
         self._emit("room_finished", room)
         self._notify()
 
+    # ------------------------------------------------------------------ webhooks
+
+    def add_webhook_url(self, url: str) -> None:
+        """Send every later event to ``url`` too (``webhook.urls`` in livekit.yaml); each URL has its own queues."""
+        self._webhooks.urls.append(url)
+
+    def drop_webhooks(self, count: int | None = None, events: Collection[str] | None = None) -> None:
+        """Silently lose the next ``count`` events (all while ``count`` is None), only those named in ``events``
+        if given, for every URL: a full queue, an event too old, or a server restart."""
+        self._dropping = count is None or count > 0
+        self._drop_count = count
+        self._drop_events = None if events is None else frozenset(events)
+
+    def resume_webhooks(self) -> None:
+        """Stop dropping events."""
+        self._dropping = False
+
+    @property
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every HTTP attempt so far, in the order they completed."""
+        return self._webhooks.deliveries
+
+    async def wait_webhooks_idle(self, timeout: float = 5.0) -> None:
+        """Wait until every webhook queue is empty and nothing is in flight (TimeoutError after ``timeout``)."""
+        await self.wait_for(lambda: self._webhooks.idle, timeout)
+
+    def _drops(self, event: str) -> bool:
+        if not self._dropping or (self._drop_events is not None and event not in self._drop_events):
+            return False
+        if self._drop_count is not None:
+            self._drop_count -= 1
+            self._dropping = self._drop_count > 0
+        return True
+
     # ------------------------------------------------------------------ observation
 
     def room_names(self) -> list[str]:
@@ -475,6 +527,10 @@ class FakeLiveKit:
         if participant is not None:
             ev.participant.CopyFrom(participant)
         self.webhook_events.append(ev)
+        if self._drops(event):
+            self.webhook_dropped.append(ev)
+        else:
+            self._webhooks.send(ev, duplicate=self.webhook_duplicates)
         self._notify()
 
     def _join(self, room: _Room, participant: ParticipantInfo) -> None:
