@@ -22,10 +22,16 @@ Real-server rules it encodes, including the awkward ones:
 * A job is launched only if a worker with exactly that agent name is registered at dispatch time.
   It then appears on the dispatch asynchronously, and an agent participant (kind AGENT) joins the
   room. With no worker nothing ever happens, even if a worker registers later.
-* ListDispatch, DeleteDispatch and ListParticipants on a room that is not running answer 503
+* A worker that gets a job accepts it: the job snapshot says JS_RUNNING with the agent's identity
+  at once, and is never updated afterwards, whether the agent joins, never joins or leaves later.
+  Agent participants are kind AGENT with attributes ``lk.agent_name`` and ``lk.agent.name``; they
+  are not counted in ``Room.num_participants``.
+* ListDispatch and DeleteDispatch on a room that is not running answer 503
   ``unavailable`` "twirp error unknown: no response from servers", after a delay (about 3 s on the
-  real server). An unknown dispatch id gives an empty list from ListDispatch, but 404
-  ``not_found`` from DeleteDispatch.
+  real server); ListParticipants answers 200 with an empty list. An unknown dispatch id gives an
+  empty list from ListDispatch, but 404 ``not_found`` from DeleteDispatch.
+* Rooms starting and finishing, participants joining and leaving are sent as signed webhooks, as the
+  server sends them (see ``livekit_webhooks``), to every URL given to ``add_webhook_url``.
 * Errors coming from the room node carry the ``twirp error unknown: `` message prefix.
   Auth errors do not.
 """
@@ -36,10 +42,10 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import jwt
 from aiohttp import web
@@ -56,7 +62,7 @@ from livekit.protocol.agent_dispatch import (
     ListAgentDispatchResponse,
     RoomAgentDispatch,
 )
-from livekit.protocol.models import ParticipantInfo, ParticipantPermission, Room
+from livekit.protocol.models import DisconnectReason, ParticipantInfo, ParticipantPermission, Room
 from livekit.protocol.room import (
     CreateRoomRequest,
     DeleteRoomRequest,
@@ -66,8 +72,11 @@ from livekit.protocol.room import (
     ListRoomsRequest,
     ListRoomsResponse,
 )
+from livekit.protocol.webhook import WebhookEvent
 
-__all__ = ["FakeLiveKit", "RecordedRequest"]
+from tests.fakes.livekit_webhooks import DEFAULT_RETRY_DELAYS, WebhookDelivery, WebhookSender, sign_webhook
+
+__all__ = ["FakeLiveKit", "RecordedRequest", "WebhookDelivery", "sign_webhook"]
 
 # Alphabet of protocol:utils/guid (base57: no 0, 1, I, O, l).
 # reference: livekit-dispatch.md §1 (ID format)
@@ -80,6 +89,9 @@ DEFAULT_DEPARTURE_TIMEOUT = 20
 DEFAULT_MAX_ATTRIBUTES_SIZE = 64 * 1024
 MAX_ROOM_NAME_LENGTH = 256
 MAX_DEPLOYMENT_LENGTH = 64
+# reference: livekit-webhooks.md §2 (attributes)
+AGENT_NAME_ATTRIBUTE = "lk.agent_name"
+SDK_AGENT_NAME_ATTRIBUTE = "lk.agent.name"
 
 # The prefix the real server's error-detail wrapper puts on psrpc errors.
 # reference: livekit-dispatch.md §2.6
@@ -166,6 +178,8 @@ class _Room:
     dispatches: dict[str, AgentDispatch] = field(default_factory=dict)
     # dispatch id -> identities of the agent participants its jobs brought in
     agents_by_dispatch: dict[str, list[str]] = field(default_factory=dict)
+    # agent identity -> id of the job that brought it in
+    job_by_agent: dict[str, str] = field(default_factory=dict)
 
     def to_proto(self) -> Room:
         return Room(
@@ -177,12 +191,20 @@ class _Room:
             creation_time=self.created_ns // 1_000_000_000,
             creation_time_ms=self.created_ns // 1_000_000,
             metadata=self.metadata,
-            num_participants=len(self.participants),
+            # Agents and egress are "dependent": not counted. reference: livekit-webhooks.md §2
+            num_participants=sum(1 for p in self.participants.values() if not _is_dependent(p)),
         )
 
 
-def _participant(identity: str, kind: ParticipantInfo.Kind) -> ParticipantInfo:
+def _is_dependent(p: ParticipantInfo) -> bool:
+    return p.kind in (ParticipantInfo.Kind.AGENT, ParticipantInfo.Kind.EGRESS)
+
+
+def _participant(
+    identity: str, kind: ParticipantInfo.Kind, attributes: dict[str, str] | None = None
+) -> ParticipantInfo:
     now = time.time_ns()
+    agent = kind == ParticipantInfo.Kind.AGENT
     return ParticipantInfo(
         sid=_guid("PA_"),
         identity=identity,
@@ -190,8 +212,17 @@ def _participant(identity: str, kind: ParticipantInfo.Kind) -> ParticipantInfo:
         joined_at=now // 1_000_000_000,
         joined_at_ms=now // 1_000_000,
         kind=kind,
-        permission=ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True),
+        attributes=attributes or {},
+        permission=ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True, agent=agent),
     )
+
+
+@dataclass(frozen=True)
+class _Worker:
+    id: str
+    agent_name: str
+    joins: bool
+    identity_format: str
 
 
 _Handler = Callable[[Any, Claims | None], Awaitable[Message]]
@@ -201,8 +232,11 @@ class FakeLiveKit:
     """An in-process LiveKit server stand-in. Use as ``async with FakeLiveKit() as lk: ...``.
 
     Controls: ``delay`` (extra seconds before every request is handled),
-    ``register_worker``/``unregister_worker``, ``add_room``/``close_room``. Observation:
-    ``requests``, ``calls``, ``room_names``, ``dispatches``, ``participants``, ``wait_for``.
+    ``register_worker``/``unregister_worker``, ``add_room``/``close_room``, ``person_joins``/``person_leaves``,
+    ``agent_leaves``; webhooks: ``add_webhook_url``, ``webhook_duplicates``, ``drop_webhooks``/``resume_webhooks``.
+    Observation: ``requests``, ``calls``, ``room_names``, ``room_sid``, ``dispatches``, ``participants``,
+    ``agent_participants``, ``job_status``, ``webhook_events``, ``webhook_dropped``, ``webhook_deliveries``,
+    ``wait_for``, ``wait_webhooks_idle``.
     """
 
     def __init__(
@@ -214,6 +248,7 @@ class FakeLiveKit:
         unavailable_delay: float = 0.05,
         max_metadata_size: int = 512 * 1024,
         auto_create: bool = True,
+        webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     ) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
@@ -227,9 +262,20 @@ class FakeLiveKit:
 
         self._verifier = TokenVerifier(api_key, api_secret)
         self._rooms: dict[str, _Room] = {}
-        # agent name -> worker ids; "" is a worker in automatic mode (registered with no name)
-        self._workers: dict[str, list[str]] = {}
-        self._stuck_workers: set[str] = set()
+        # agent name -> workers; "" is a worker in automatic mode (registered with no name)
+        self._workers: dict[str, list[_Worker]] = {}
+        # job id -> its status inside the server once its agent left (the dispatch's snapshot never shows it)
+        self._job_status: dict[str, JobStatus] = {}
+        # Every event the server emitted, in order, whether or not it was sent (and to how many URLs).
+        self.webhook_events: list[WebhookEvent] = []
+        # Events lost on purpose (drop_webhooks): never sent to any URL.
+        self.webhook_dropped: list[WebhookEvent] = []
+        # When True every event is delivered twice (same id and body), as a retry after a timeout does.
+        self.webhook_duplicates: bool = False
+        self._dropping = False
+        self._drop_count: int | None = None
+        self._drop_events: frozenset[str] | None = None
+        self._webhooks = WebhookSender(api_key, api_secret, retry_delays=webhook_retry_delays, changed=self._notify)
         self._timers: set[asyncio.TimerHandle] = set()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -260,6 +306,7 @@ class FakeLiveKit:
         self._port = int(addresses[0][1])
 
     async def stop(self) -> None:
+        await self._webhooks.stop()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -287,13 +334,15 @@ class FakeLiveKit:
 
     # ------------------------------------------------------------------ controls
 
-    def register_worker(self, agent_name: str, *, joins: bool = True) -> None:
-        """Register one worker under ``agent_name`` ("" = automatic mode, no name). A worker that does not join
-        takes its jobs and leaves them pending, with no agent in the room (a crashed or overloaded worker)."""
-        worker_id = _guid("AW_")
-        self._workers.setdefault(agent_name, []).append(worker_id)
-        if not joins:
-            self._stuck_workers.add(worker_id)
+    def register_worker(self, agent_name: str, *, joins: bool = True, identity_format: str = "agent-{job_id}") -> None:
+        """Register one worker under ``agent_name`` ("" = automatic mode, no name).
+
+        The worker accepts every job it gets: the job snapshot says JS_RUNNING with the identity
+        ``identity_format.format(job_id=..., agent_name=...)`` and the worker id. With ``joins=False`` its
+        agent process then fails on start, so no participant ever appears (reference: livekit-dispatch.md §2.7).
+        """
+        worker = _Worker(_guid("AW_"), agent_name, joins, identity_format)
+        self._workers.setdefault(agent_name, []).append(worker)
         self._notify()
 
     def unregister_worker(self, agent_name: str) -> None:
@@ -326,13 +375,90 @@ class FakeLiveKit:
             room = self._new_room(name, agents=dispatches)
         for identity in humans:
             if identity not in room.participants:
-                room.participants[identity] = _participant(identity, ParticipantInfo.Kind.STANDARD)
+                self._join(room, _participant(identity, ParticipantInfo.Kind.STANDARD))
         self._notify()
 
-    def close_room(self, name: str) -> None:
-        """End the room: it and its dispatches vanish. Raises KeyError if there is no such room."""
+    def person_joins(self, room: str, identity: str) -> None:
+        """A person (kind STANDARD) joins the running ``room`` (KeyError if it is not running).
+
+        The same identity already in the room is kicked first (DUPLICATE_IDENTITY), as the real server does.
+        """
+        r = self._rooms[room]
+        if identity in r.participants:
+            self._leave(r, identity, "DUPLICATE_IDENTITY")
+        self._join(r, _participant(identity, ParticipantInfo.Kind.STANDARD))
+
+    def person_leaves(self, room: str, identity: str, reason: str = "CLIENT_INITIATED") -> None:
+        """The participant ``identity`` leaves with ``reason`` (a DisconnectReason name); KeyError if absent.
+
+        The room stays: the real server closes it only after departure_timeout; call ``close_room`` for that.
+        """
+        r = self._rooms[room]
+        if identity not in r.participants:
+            raise KeyError(identity)
+        self._leave(r, identity, reason)
+
+    def agent_leaves(self, room: str, agent: str, reason: str = "CONNECTION_TIMEOUT") -> str:
+        """The agent participant whose identity is ``agent``, or else the first whose ``lk.agent_name`` is
+        ``agent``, leaves with ``reason``; returns its identity (KeyError if none).
+
+        Its job fails inside the server (AGENT_LEFT_ROOM), but the dispatch stays and its job snapshot is
+        unchanged (reference: livekit-dispatch.md §2.7). CONNECTION_TIMEOUT is how a crashed worker looks.
+        """
+        r = self._rooms[room]
+        agents = [p for p in r.participants.values() if p.kind == ParticipantInfo.Kind.AGENT]
+        found = next((p for p in agents if p.identity == agent), None) or next(
+            (p for p in agents if p.attributes.get(AGENT_NAME_ATTRIBUTE) == agent), None
+        )
+        if found is None:
+            raise KeyError(agent)
+        self._leave(r, found.identity, reason)
+        return found.identity
+
+    def close_room(self, name: str, reason: str = "ROOM_DELETED") -> None:
+        """End the room: every participant leaves with ``reason`` (agents too), then the room finishes and it
+        and its dispatches vanish. Raises KeyError if there is no such room."""
+        DisconnectReason.Value(reason)  # an unknown name fails before anything changes
+        room = self._rooms[name]
+        for identity in list(room.participants):
+            self._leave(room, identity, reason)
         del self._rooms[name]
+        self._emit("room_finished", room)
         self._notify()
+
+    # ------------------------------------------------------------------ webhooks
+
+    def add_webhook_url(self, url: str) -> None:
+        """Send every later event to ``url`` too (``webhook.urls`` in livekit.yaml); each URL has its own queues."""
+        self._webhooks.urls.append(url)
+
+    def drop_webhooks(self, count: int | None = None, events: Collection[str] | None = None) -> None:
+        """Silently lose the next ``count`` events (all while ``count`` is None), only those named in ``events``
+        if given, for every URL: a full queue, an event too old, or a server restart."""
+        self._dropping = count is None or count > 0
+        self._drop_count = count
+        self._drop_events = None if events is None else frozenset(events)
+
+    def resume_webhooks(self) -> None:
+        """Stop dropping events."""
+        self._dropping = False
+
+    @property
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every HTTP attempt so far, in the order they completed."""
+        return self._webhooks.deliveries
+
+    async def wait_webhooks_idle(self, timeout: float = 5.0) -> None:
+        """Wait until every webhook queue is empty and nothing is in flight (TimeoutError after ``timeout``)."""
+        await self.wait_for(lambda: self._webhooks.idle, timeout)
+
+    def _drops(self, event: str) -> bool:
+        if not self._dropping or (self._drop_events is not None and event not in self._drop_events):
+            return False
+        if self._drop_count is not None:
+            self._drop_count -= 1
+            self._dropping = self._drop_count > 0
+        return True
 
     # ------------------------------------------------------------------ observation
 
@@ -343,6 +469,19 @@ class FakeLiveKit:
         """Copies of the room's current dispatches ([] if the room is not running)."""
         r = self._rooms.get(room)
         return [] if r is None else [_copy(d) for d in r.dispatches.values()]
+
+    def room_sid(self, room: str) -> str:
+        """The sid of the running ``room`` (KeyError if it is not running)."""
+        return self._rooms[room].sid
+
+    def agent_participants(self, room: str) -> list[ParticipantInfo]:
+        """Copies of the room's AGENT participants ([] if the room is not running)."""
+        return [p for p in self.participants(room) if p.kind == ParticipantInfo.Kind.AGENT]
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The job's status inside the server: JS_FAILED once its agent left the room, JS_RUNNING while it is
+        assigned, None if unknown. ListDispatch never shows this change."""
+        return self._job_status.get(job_id)
 
     def participants(self, room: str) -> list[ParticipantInfo]:
         """Copies of the room's participants ([] if the room is not running)."""
@@ -382,6 +521,37 @@ class FakeLiveKit:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _emit(self, event: str, room: _Room, participant: ParticipantInfo | None = None) -> None:
+        # reference: livekit-webhooks.md §1 (WebhookEvent: id EV_..., created_at in unix seconds)
+        ev = WebhookEvent(id=_guid("EV_"), event=event, created_at=int(time.time()), room=room.to_proto())
+        if participant is not None:
+            ev.participant.CopyFrom(participant)
+        self.webhook_events.append(ev)
+        if self._drops(event):
+            self.webhook_dropped.append(ev)
+        else:
+            self._webhooks.send(ev, duplicate=self.webhook_duplicates)
+        self._notify()
+
+    def _join(self, room: _Room, participant: ParticipantInfo) -> None:
+        room.participants[participant.identity] = participant
+        self._emit("participant_joined", room, participant)
+
+    def _leave(self, room: _Room, identity: str, reason: str) -> ParticipantInfo:
+        code = DisconnectReason.Value(reason)
+        participant = room.participants.pop(identity)
+        participant.state = ParticipantInfo.State.DISCONNECTED
+        participant.disconnect_reason = cast(DisconnectReason, code)
+        for identities in room.agents_by_dispatch.values():
+            if identity in identities:
+                identities.remove(identity)
+        job_id = room.job_by_agent.pop(identity, None)
+        if job_id is not None:
+            # reference: livekit-webhooks.md §2 (TerminateJob AGENT_LEFT_ROOM marks the job failed, inside only)
+            self._job_status[job_id] = JobStatus.JS_FAILED
+        self._emit("participant_left", room, participant)
+        return participant
+
     def _new_room(
         self,
         name: str,
@@ -402,6 +572,8 @@ class FakeLiveKit:
             metadata=metadata,
         )
         self._rooms[name] = room
+        # reference: livekit-webhooks.md §1 (room_started once the room's dispatch server is up)
+        self._emit("room_started", room)
         # No explicit agents: one automatic dispatch with an empty agent name.
         # reference: livekit-dispatch.md §2.7
         for spec in agents or [RoomAgentDispatch(agent_name="")]:
@@ -441,7 +613,7 @@ class FakeLiveKit:
         handle = loop.call_later(delay, run)
         self._timers.add(handle)
 
-    def _assign_job(self, room_name: str, room_sid: str, dispatch_id: str, worker_id: str) -> None:
+    def _assign_job(self, room_name: str, room_sid: str, dispatch_id: str, worker: _Worker) -> None:
         room = self._rooms.get(room_name)
         if room is None or room.sid != room_sid:
             return  # the room closed meanwhile
@@ -449,8 +621,7 @@ class FakeLiveKit:
         if dispatch is None:
             return  # deleted before the job was assigned
         job_id = _guid("AJ_")
-        joins = worker_id not in self._stuck_workers
-        identity = f"agent-{job_id}" if joins else ""
+        identity = worker.identity_format.format(job_id=job_id, agent_name=dispatch.agent_name)
         now = time.time_ns()
         job = Job(
             id=job_id,
@@ -462,17 +633,23 @@ class FakeLiveKit:
             deployment=dispatch.deployment,
             attributes=dict(dispatch.attributes),
             state=JobState(
-                status=JobStatus.JS_RUNNING if joins else JobStatus.JS_PENDING,
+                # Accepted, not joined: the snapshot is never updated. reference: livekit-dispatch.md §2.7
+                status=JobStatus.JS_RUNNING,
                 started_at=now,
                 updated_at=now,
                 participant_identity=identity,
-                worker_id=worker_id,
+                worker_id=worker.id,
             ),
         )
         dispatch.state.jobs.append(job)
-        if joins:
-            room.participants[identity] = _participant(identity, ParticipantInfo.Kind.AGENT)
+        self._job_status[job_id] = JobStatus.JS_RUNNING
+        if worker.joins:
+            # reference: livekit-webhooks.md §2 (kind AGENT, lk.agent_name from the server, lk.agent.name from the SDK)
+            attributes = {AGENT_NAME_ATTRIBUTE: dispatch.agent_name, SDK_AGENT_NAME_ATTRIBUTE: dispatch.agent_name}
+            participant = _participant(identity, ParticipantInfo.Kind.AGENT, attributes)
             room.agents_by_dispatch.setdefault(dispatch_id, []).append(identity)
+            room.job_by_agent[identity] = job_id
+            self._join(room, participant)
         self._notify()
 
     async def _unavailable(self) -> _TwirpError:
@@ -557,8 +734,10 @@ class FakeLiveKit:
         dispatch = room.dispatches.pop(req.dispatch_id, None)
         if dispatch is None:
             raise _TwirpError("not_found", _UNKNOWN_PREFIX + "dispatch ID not found")
+        # The real server removes the agents a moment later; here they go at once. reference: livekit-dispatch.md §2.5
         for identity in room.agents_by_dispatch.pop(req.dispatch_id, []):
-            room.participants.pop(identity, None)
+            if identity in room.participants:
+                self._leave(room, identity, "PARTICIPANT_REMOVED")
         self._notify()
         return dispatch
 
@@ -601,7 +780,8 @@ class FakeLiveKit:
         self._ensure_admin(claims, req.room)
         room = self._rooms.get(req.room)
         if room is None:
-            raise await self._unavailable()
+            # Read from the room store: an unknown room is an empty list. reference: livekit-dispatch.md §2.7
+            return ListParticipantsResponse()
         return ListParticipantsResponse(participants=[_copy(p) for p in room.participants.values()])
 
     # ------------------------------------------------------------------ internals: HTTP
