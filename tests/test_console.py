@@ -98,7 +98,7 @@ async def test_interactive_console(
     code, out, _ = await run_cli(["console"], env, stdin="help\nlist my-room\nquit\n")
     assert code == 0
     assert "list <room>" in out
-    assert "my-room: 1 dispatch, 1 participant." in out
+    assert "my-room: 1 dispatch, 1 person in the room." in out
     assert out.count("dispatch> ") == 3
 
 
@@ -194,7 +194,10 @@ async def test_sigterm_during_a_command_keeps_its_audit_row_and_reply(
     async with ServedBot(bot_env(settings, tmp_path / "dispatch-bot.yaml")) as served:
         response_url = slack.new_response_url()
         assert await served.command("list my-room", response_url) == 200
-        await livekit.wait_for(lambda: len(livekit.requests) == 1)  # the command is waiting on LiveKit
+        # The command is waiting on LiveKit (its ListRooms names the room; the watch's poll names none).
+        await livekit.wait_for(
+            lambda: any(list(getattr(r.request, "names", [])) == ["my-room"] for r in livekit.requests)
+        )
         await served.stop()
     assert served.returncode == 0, served.log
     posted = await slack.wait_for_response(url=response_url)

@@ -76,8 +76,8 @@ async def test_second_dispatch_is_a_noop_with_the_existing_id(
     body = await bot.reply("captions my-room")
     text = all_text(body)
     assert body["response_type"] == "ephemeral"
-    assert f"already dispatched in *my-room* (dispatch `{first_id}`)" in text
-    assert "It joined as `agent-" in text
+    identity = livekit.agent_participants("my-room")[0].identity
+    assert f"is already in *my-room* as `{identity}` (dispatch `{first_id}`)" in text
     assert len(created(livekit)) == 1
     assert [d.agent_name for d in livekit.dispatches("my-room")] == ["", "speech-processing"]
     row = bot.audit_rows()[-1]
@@ -87,7 +87,7 @@ async def test_second_dispatch_is_a_noop_with_the_existing_id(
 async def test_noop_warns_when_the_existing_dispatch_has_no_job(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
     livekit.add_room("my-room", agents=["speech-processing"])  # dispatched by a token, but no worker was up
     text = all_text(await bot.reply("captions my-room"))
-    assert "records no running job" in text
+    assert "was dispatched into *my-room* moments ago" in text and "on its way" in text
     assert created(livekit) == []
 
 
@@ -149,8 +149,9 @@ async def test_a_job_that_never_starts_running_is_told_apart_from_no_job(
     await bot.command("captions my-room")
     update = await slack.wait_for_web_call("chat.update")
     text = all_text(update.params)
-    assert "LiveKit gave the dispatch a job, but within 0.4 s no `speech-processing` agent was running it" in text
-    assert "(job pending)" in text
+    identity = livekit.dispatches("my-room")[-1].state.jobs[0].state.participant_identity
+    assert f"A worker took the job (as `{identity}`), but within 0.4 s no `speech-processing` agent joined" in text
+    assert "The agent joined" not in text
     assert "no agent worker is registered" not in text
     assert bot.audit_rows()[-1]["outcome"] == "error"
 

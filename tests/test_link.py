@@ -83,7 +83,10 @@ async def test_link_for_a_running_room_dispatches_through_the_api_once(bot: BotU
     assert f"*speech-processing*: dispatched now (dispatch `{dispatch_id}`)" in first
 
     second = all_text(await bot.reply("link my-room captions"))
-    assert f"*speech-processing*: already dispatched (dispatch `{dispatch_id}`); nothing was added." in second
+    assert (
+        f"*speech-processing*: already dispatched (dispatch `{dispatch_id}`) and on its way; nothing was added."
+        in second
+    )
     assert len(livekit.calls("CreateDispatch")) == 1
     rows = bot.audit_rows()
     assert [r["dispatch_id"] for r in rows] == [dispatch_id, ""]

@@ -19,11 +19,11 @@ async def test_list_shows_the_automatic_entry_and_job_state(
     body = await bot.reply("list my-room")
     text = all_text(body)
     assert body["response_type"] == "ephemeral"
-    assert "*my-room*: 2 dispatches, 3 participants." in text
+    assert "*my-room*: 2 dispatches, 2 people in the room." in text
     assert f"_automatic_ `{automatic.id}`" in text and "reaches only agents in automatic mode" in text
     assert f"*speech-processing* `{captions.id}`" in text
-    assert f"joined as {captions.state.jobs[0].state.participant_identity}" in text
-    assert "no job: no agent joined" in text  # the automatic one: no unnamed worker
+    assert f"in the room as {captions.state.jobs[0].state.participant_identity} (joined " in text
+    assert "waiting for its agent to join" in text  # the automatic one, moments old
     assert "metadata `lang=es`" in text
     assert "s ago" in text
     row = bot.audit_rows()[-1]
@@ -133,7 +133,7 @@ async def test_buttons_work_for_a_room_name_with_quotes_and_backslashes(
     body = block_action_body("dispatch_refresh", refresh["value"], response_url=refresh_url)
     assert (await bot.post(body, signed_headers(body, SIGNING_SECRET)))[0] == 200
     listed = await slack.wait_for_response(url=refresh_url)
-    assert "1 participant" in all_text(listed.body) and "speech-processing" in all_text(listed.body)
+    assert "1 person in the room" in all_text(listed.body) and "speech-processing" in all_text(listed.body)
     body = block_action_body("dispatch_stop", stop["value"], response_url=slack.new_response_url())
     assert (await bot.post(body, signed_headers(body, SIGNING_SECRET)))[0] == 200
     await livekit.wait_for(lambda: [d.agent_name for d in livekit.dispatches(room)] == [""])
@@ -146,7 +146,7 @@ async def test_rooms_lists_what_is_running(bot: BotUnderTest, livekit: FakeLiveK
     text = all_text(body)
     assert body["response_type"] == "ephemeral"
     assert f"*2* rooms running on {livekit.url}:" in text
-    assert "• *demo* · 1 participant · created " in text and "• *standup* · 2 participants · created " in text
+    assert "• *demo* · 1 person · created " in text and "• *standup* · 2 people · created " in text
     assert text.index("*demo*") < text.index("*standup*")
     [request] = livekit.calls("ListRooms")
     assert list(request.names) == []  # type: ignore[attr-defined]

@@ -80,6 +80,7 @@ class Supervisor:
         self.rules = tuple(rules)
         self.poster: AlertPoster | None = None
         self.polls = 0  # completed polls, for whoever waits on one
+        self._polled = asyncio.Condition()
         self._running = False
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -106,6 +107,9 @@ class Supervisor:
 
     async def history(self, room: str) -> Mapping[str, WatchRecord]:
         return await self.store.history(room)
+
+    async def seen(self, room: str, dispatch_id: str, identity: str) -> None:
+        await self.store.mark_seen(room, dispatch_id, identity, time.time())
 
     async def wait_change(self, room: str, timeout: float) -> None:
         event = self._changed.setdefault(room, asyncio.Event())
@@ -185,7 +189,9 @@ class Supervisor:
                 log.warning("watch: could not read the participants of %s: %s", room, exc)
                 continue
             await self._reconcile(room, RoomView(True, info.sid, tuple(participants), polled=True))
-        self.polls += 1
+        async with self._polled:
+            self.polls += 1
+            self._polled.notify_all()
 
     # --- the loop's parts --------------------------------------------------------------------------------
 
@@ -222,7 +228,8 @@ class Supervisor:
         agent = event.participant if event.participant is not None and event.participant.is_agent else None
         if event.event in LEAVING_EVENTS and agent is not None:
             hints = self._departures.setdefault(event.room, {})
-            hints[agent.identity] = Departure(agent.identity, agent.disconnect_reason or "UNKNOWN_REASON", time.time())
+            reason = agent.disconnect_reason or "UNKNOWN_REASON"
+            hints[agent.identity] = Departure(agent.identity, reason, time.time(), agent.agent_name)
         self._signal(event.room)
         if event.event == "room_started" and self.rules:
             await self._rules_for_started(event)
@@ -444,6 +451,11 @@ class Supervisor:
                     await self.poster.update(rule.channel, ts, final)
 
     # --- for tests and benchmarks ------------------------------------------------------------------------
+
+    async def wait_polls(self, count: int) -> None:
+        """Wait until `count` polls have completed since start."""
+        async with self._polled:
+            await self._polled.wait_for(lambda: self.polls >= count)
 
     async def settled(self) -> None:
         """Wait until every webhook received, room touched and rule dispatch started has been handled."""

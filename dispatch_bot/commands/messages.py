@@ -601,7 +601,7 @@ def taken_never_joined(agent: str, seconds: float, identity: str) -> list[Text]:
 def presence_state(kind: str, identity: str, since: str, reason: str) -> str:
     """One dispatch's state in `list` and `rooms`, from the room's participants."""
     if kind == "in_room":
-        return f"in the room as {identity}" + (f" since {since}" if since else "")
+        return f"in the room as {identity}" + (f" (joined {since})" if since else "")
     if kind == "waiting":
         return "waiting for its agent to join"
     if kind == "left":

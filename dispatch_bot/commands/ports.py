@@ -337,6 +337,10 @@ class WatchRegistry(Protocol):
         """The latest watch of each dispatch in the room, open or closed, by dispatch id."""
         ...
 
+    async def seen(self, room: str, dispatch_id: str, identity: str) -> None:
+        """The follow-up saw the dispatch's agent in the room, as `identity`."""
+        ...
+
 
 class RoomSignals(Protocol):
     async def wait_change(self, room: str, timeout: float) -> None:

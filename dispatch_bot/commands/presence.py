@@ -35,6 +35,7 @@ _REASONS = {
     "CONNECTION_ABORTED": "its connection was aborted before it became active",
     "MEDIA_FAILURE": "its media connection failed",
     "AGENT_ERROR": "it reported an error",
+    "UNKNOWN_REASON": "it disconnected without a reason",
 }
 UNSEEN = "MISSING"  # no event said why: two polls in a row did not find it
 

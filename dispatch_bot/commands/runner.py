@@ -80,11 +80,12 @@ class CommandRunner:
                 )
         except GrammarError as exc:
             reply = _invalid(ctx, str(exc), _closest_command(tokens, ctx))
-        except BackendError as exc:
+        except (BackendError, AuditError) as exc:
+            sentence = exc.sentence if isinstance(exc, BackendError) else str(exc)
             reply = Reply(
                 "error",
-                [messages.backend_error(exc.sentence)],
-                detail=exc.sentence,
+                [messages.backend_error(sentence)],
+                detail=sentence,
                 action=_closest_command(tokens, ctx).name,
                 agent=ctx.facts.get("agent", ""),
                 room=ctx.facts.get("room", ""),

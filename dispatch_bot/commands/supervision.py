@@ -39,6 +39,7 @@ class Departure:
     identity: str
     reason: str
     at: float
+    agent_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,17 @@ def decide(
     # waiting: dispatched (or re-dispatched by --keep), not yet seen
     if newcomer is not None:
         return Decision(_seen(watch, newcomer, now), "keep_back" if watch.keep_attempt else "joined")
+    came_and_went = next(
+        (
+            d
+            for d in departures.values()
+            if d.agent_name == watch.agent and d.identity not in claimed and d.at >= watch.started_at
+        ),
+        None,
+    )
+    if came_and_went is not None:  # it joined and left between two looks at the room: the webhook saw both
+        seen = Participant(came_and_went.identity, kind="AGENT", agent_name=watch.agent)
+        return _left(_seen(watch, seen, came_and_went.at), view, came_and_went.reason, came_and_went.at, policy)
     if now < watch.started_at + policy.followup_timeout:
         return Decision(watch)
     if not watch.keep_attempt:
@@ -132,9 +144,7 @@ def decide(
 
 
 def _seen(watch: WatchRecord, agent: Participant, now: float) -> WatchRecord:
-    return replace(
-        watch, state="present", identity=agent.identity, seen_at=now, missing=0, keep_attempt=0, left_at=0.0
-    )
+    return replace(watch, state="present", identity=agent.identity, seen_at=now, missing=0, keep_attempt=0, left_at=0.0)
 
 
 def _left(watch: WatchRecord, view: RoomView, reason: str, at: float, policy: WatchPolicy) -> Decision:
