@@ -6,17 +6,26 @@ An agent is in a room when the room's participants say so; a webhook is a hint, 
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import BotUnderTest, all_text
+from dispatch_bot.bot.audit_store import AuditStore, WatchStore
+from dispatch_bot.bot.config import ConfigError
+from dispatch_bot.bot.runtime import Runtime
+from dispatch_bot.commands.ports import Actor, AuditError, AuditRecord, WatchRecord
+from tests.conftest import BotUnderTest, all_text, read_audit
 from tests.fakes.livekit_server import FakeLiveKit
 from tests.fakes.livekit_webhooks import sign_webhook
 from tests.fakes.slack_server import FakeSlack, WebCall
+from tests.test_console import CLI, ServedBot, bot_env, free_port
 
 # Polls far apart unless a test wants them: what happens fast is the webhooks' doing.
 SLOW_POLLS = "watch:\n  poll_interval: 60s\n  keep_backoff: 50ms\n  keep_retries: 2\n"
@@ -274,7 +283,8 @@ async def test_keep_brings_the_agent_back_in_the_thread(
     assert "`--keep` attempt 1 of 2: sent *speech-processing* into *my-room* again" in all_text(attempt.params)
     back = await slack.wait_for_web_call("chat.postMessage", count=4)
     assert "*speech-processing* is back in *my-room* as `agent-AJ_" in all_text(back.params)
-    assert all(c.params.get("thread_ts") == "1700000000.000100" for c in slack.calls("chat.postMessage")[1:])
+    threads = [(c.params.get("thread_ts"), all_text(c.params)[:80]) for c in slack.calls("chat.postMessage")[1:]]
+    assert all(t == "1700000000.000100" for t, _ in threads), threads
     assert [d.dispatch_id for d in livekit.calls("DeleteDispatch")] == [first]  # type: ignore[attr-defined]
     assert len(livekit.calls("CreateDispatch")) == 2
     keep_rows = rows_of(bot, "keep")
@@ -430,3 +440,122 @@ async def test_a_rule_served_before_a_restart_is_not_served_again(
     assert second.runtime.supervisor is not None
     await second.runtime.supervisor.settled()
     assert len(livekit.calls("CreateDispatch")) == 1
+
+
+async def test_serve_watches_agents_as_a_real_process(
+    make_settings: Callable[..., Any], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    settings = make_settings(FAST_POLLS)
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+    async with ServedBot(bot_env(settings, tmp_path / "dispatch-bot.yaml")) as served:
+        livekit.add_webhook_url(f"http://127.0.0.1:{served.port}/livekit/webhook")
+        assert await served.command("captions my-room", slack.new_response_url()) == 200
+        update = await slack.wait_for_web_call("chat.update")
+        assert "The agent joined as" in all_text(update.params)
+        livekit.agent_leaves("my-room", "speech-processing", reason="SIGNAL_CLOSE")
+        alert = await slack.wait_for_web_call("chat.postMessage", count=2)
+        assert "its signalling connection dropped" in all_text(alert.params)
+        await served.stop()
+    assert served.returncode == 0 and "Traceback" not in served.log
+    assert [r["action"] for r in read_audit(Path(settings.database))] == ["dispatch", "followup", "alert"]
+
+
+async def test_socket_mode_also_listens_for_webhooks_and_health_on_port(
+    make_settings: Callable[..., Any], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    port = free_port()
+    env.update({"SLACK_APP_TOKEN": "xapp-test-token", "SLACK_SIGNING_SECRET": "", "PORT": str(port)})
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "serve", "--host", "127.0.0.1", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await slack.wait_socket_connected(timeout=20)
+        body = '{"event":"room_started","id":"EV_1","room":{"name":"r","sid":"RM_1"}}'
+        headers = {"Content-Type": "application/webhook+json"}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+            signed = {**headers, "Authorization": sign_webhook(body, "devkey", "secret")}
+            async with http.post(f"http://127.0.0.1:{port}/livekit/webhook", data=body, headers=signed) as resp:
+                assert resp.status == 200
+            forged = {**headers, "Authorization": sign_webhook(body, "devkey", "wrong")}
+            async with http.post(f"http://127.0.0.1:{port}/livekit/webhook", data=body, headers=forged) as resp:
+                assert resp.status == 401
+            async with http.post(f"http://127.0.0.1:{port}/slack/events", data="x") as resp:
+                assert resp.status == 404  # Slack's requests come over the socket in this mode
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0
+    assert "Traceback" not in err.decode()
+
+
+async def test_a_database_of_the_previous_schema_is_migrated_and_its_chain_still_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = await AuditStore.open(path)
+    await store.record(AuditRecord(Actor("cli", "cli:ops"), "list my-room", "list", "ok", room="my-room"))
+    await store.close()
+    with sqlite3.connect(path) as db:  # as version 1 left it: no supervision tables
+        for table in ("watches", "webhook_events", "rule_rooms"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("UPDATE audit_meta SET value = '1' WHERE key = 'schema_version'")
+    store = await AuditStore.open(path)
+    try:
+        watches = WatchStore(store)
+        await watches.add(WatchRecord("my-room", "speech-processing", "AD_1", started_at=1.0))
+        assert [w.dispatch_id for w in await watches.open_watches("my-room")] == ["AD_1"]
+        assert (await store.verify()).intact
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM audit_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        db.execute("UPDATE audit_meta SET value = '9' WHERE key = 'schema_version'")
+    with pytest.raises(AuditError, match="newer than this dispatch-bot's 2; upgrade dispatch-bot"):
+        await AuditStore.open(path)
+
+
+async def test_a_rule_naming_an_agent_the_catalog_lacks_stops_the_start(
+    make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "agent-speech-processing.yaml").write_text(
+        "enabled: true\nlive_captions:\n  processing: manual\n  provider: vosk\n"
+    )
+    rules = 'rules:\n  - name: translate\n    rooms: "*"\n    agents: [translator]\n    channel: C0RULES\n'
+    settings = make_settings(rules, OPENVIDU_AGENTS_DIR=str(folder))
+    with pytest.raises(ConfigError) as raised:
+        await Runtime.open(settings)
+    assert str(raised.value).startswith(
+        "rules: translate names the agent translator, which is not in the agent catalog"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rules", "sentence"),
+    [
+        ("rules: {}\n", "rules must be a list"),
+        ("rules:\n  - name: a\n    rooms: x\n    agents: [captions]\n", "rules: a has no channel"),
+        ("rules:\n  - name: a\n    rooms: x\n    agents: [captions]\n    channel: general\n", "give the channel's id"),
+        ("rules:\n  - name: a\n    rooms: x\n    agents: [list]\n    channel: C1X\n", "list is a subcommand word"),
+        (
+            "rules:\n  - {name: a, rooms: x, agents: [b], channel: C1X}\n"
+            "  - {name: a, rooms: y, agents: [b], channel: C1X}\n",
+            "two rules are called a",
+        ),
+        ("watch:\n  keep_retries: 0\n", "watch.keep_retries is 0"),
+        ("watch:\n  poll: 5s\n", "`watch.poll` is not a setting"),
+    ],
+)
+def test_bad_rules_and_watch_settings_are_one_sentence(
+    make_settings: Callable[..., Any], rules: str, sentence: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(sentence)):
+        make_settings(rules)
+
+
+async def test_rules_command_without_rules_says_how_to_add_them(bot: BotUnderTest) -> None:
+    text = all_text(await bot.reply("rules"))
+    assert "No dispatch rules are configured." in text and "Agent supervision" in text

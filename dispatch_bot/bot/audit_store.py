@@ -489,15 +489,25 @@ class WatchStore:
             raise self._failed(exc) from None
         return replace(record, id=int(next(iter(rows))[0]))
 
-    async def save(self, record: WatchRecord) -> None:
-        columns = [c for c in _WATCH_COLUMNS if c != "id"]
-        values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
+    async def save(self, before: WatchRecord, after: WatchRecord) -> bool:
+        """Write what changed from `before` to `after`, only if the watch is still in `before`'s state and dispatch.
+
+        False when something else changed it meanwhile (a stop closed it, the follow-up saw its agent): the caller
+        looks again rather than act on a stale reading. Columns it did not change (the message's ts) are left alone.
+        """
+        changed = [c for c in _WATCH_COLUMNS if c != "id" and getattr(before, c) != getattr(after, c)]
+        if not changed:
+            return True
+        values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
         try:
-            await self._db.execute(
-                f"UPDATE watches SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", [*values, record.id]
+            cursor = await self._db.execute(
+                f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
+                "WHERE id = ? AND state = ? AND dispatch_id = ?",
+                [*values, before.id, before.state, before.dispatch_id],
             )
         except sqlite3.Error as exc:
             raise self._failed(exc) from None
+        return cursor.rowcount == 1
 
     async def close(self, room: str, dispatch_ids: list[str], reason: str) -> None:
         if not dispatch_ids:

@@ -279,8 +279,9 @@ class Supervisor:
             watch = current[watch.id]
             claimed = {w.identity for w in current.values() if w.id != watch.id and w.state == "present"}
             decision = decide(watch, view, hints, claimed, now, self.policy)
-            if decision.changed(watch):
-                await self.store.save(decision.watch)  # recorded before anyone is told
+            if not await self.store.save(watch, decision.watch):  # recorded before anyone is told
+                self.touch(room)  # changed meanwhile (a stop, the follow-up): decide again on a fresh reading
+                continue
             current[watch.id] = decision.watch
             await self._act(decision, view, now)
             self._schedule(current[watch.id])
@@ -339,7 +340,8 @@ class Supervisor:
         except BackendError as exc:
             if attempt >= retries:
                 closed = replace(watch, state="closed", closed_reason="gave_up", keep_attempt=attempt)
-                await self.store.save(closed)
+                if not await self.store.save(watch, closed):
+                    return
                 lines = [
                     messages.keep_attempt_failed(watch.agent, attempt, retries, 0, exc.sentence),
                     *messages.keep_gave_up(watch.agent, watch.room, retries),
@@ -347,7 +349,8 @@ class Supervisor:
                 await self._tell(closed, "keep", "error", lines, f"gave up: {exc.sentence}", button=True)
                 return
             later = replace(watch, keep_attempt=attempt, next_at=now + self.policy.backoff(attempt + 1))
-            await self.store.save(later)
+            if not await self.store.save(watch, later):
+                return
             lines = [
                 messages.keep_attempt_failed(watch.agent, attempt, retries, 0, exc.sentence),
                 messages.keep_will_retry(later.next_at - now, attempt + 1, retries),
@@ -365,7 +368,10 @@ class Supervisor:
             missing=0,
             next_at=0.0,
         )
-        await self.store.save(sent)
+        if not await self.store.save(watch, sent):  # stopped meanwhile: take back what this attempt sent
+            with contextlib.suppress(BackendError):
+                await self.runtime.gateway.delete_dispatch(created.id, watch.room)
+            return
         line = messages.keep_attempt(watch.agent, watch.room, created.id, attempt, retries)
         detail = f"attempt {attempt} of {retries}: dispatched {created.id}, replacing {watch.dispatch_id}"
         await self._tell(sent, "keep", "ok", [line], detail)
