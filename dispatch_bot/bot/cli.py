@@ -12,19 +12,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 
 from ..commands.audit import parse_filters
 from ..commands.grammar import GrammarError, parse_duration
-from ..commands.ports import Actor, AuditError
+from ..commands.ports import Actor, AuditError, AuditRow
 from .audit_store import COLUMNS, AuditStore
 from .config import ConfigError, Settings, load_settings
 from .console import cli_actor, console
+from .db_path import database_path_problem
 from .log_redaction import configure_logging
 from .runtime import Runtime
 
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings.livekit_api_secret,
             ],
         )
+        if args.command in ("serve", "console"):
+            _check_database_path(settings)
         if args.command == "serve":
             http = args.http or not settings.slack_app_token
             settings.require_slack(http=http)
@@ -100,7 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): what it took is what it wanted, so a quiet exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 2
+
+
+def _check_database_path(settings: Settings, *, write: bool = True) -> None:
+    problem = database_path_problem(settings.database, write=write)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 async def _console(settings: Settings, text: str | None) -> int:
@@ -182,6 +196,7 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(
             f"The audit database {settings.database} does not exist: check DISPATCH_BOT_DB (or audit.database)."
         )
+    _check_database_path(settings, write=False)
     if words[:1] == ["verify"]:
         if len(words) > 1:
             raise ConfigError("audit verify takes no filters.")
@@ -206,24 +221,29 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     store = await AuditStore.open(settings.database)
     try:
-        rows = store.rows(query, limit=None if args.all else query.limit)
-        out = sys.stdout
-        if args.format == "jsonl":
-            async for row in rows:
-                out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
-        elif args.format == "csv":
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS)
-            async for row in rows:
-                writer.writerow(getattr(row, c) for c in COLUMNS)
-        else:
-            out.write(f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n")
-            async for row in rows:
-                who = row.user_name or row.user_id
+        # The row stream is closed before the store, also when the reader goes away in the middle of it.
+        stream = cast(AsyncGenerator[AuditRow, None], store.rows(query, limit=None if args.all else query.limit))
+        async with contextlib.aclosing(stream) as rows:
+            out = sys.stdout
+            if args.format == "jsonl":
+                async for row in rows:
+                    out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+            elif args.format == "csv":
+                writer = csv.writer(out)
+                writer.writerow(COLUMNS)
+                async for row in rows:
+                    writer.writerow(getattr(row, c) for c in COLUMNS)
+            else:
                 out.write(
-                    f"{row.id:>6}  {row.ts[:19].replace('T', ' '):19}  {who[:16]:16}  {row.action[:9]:9}  "
-                    f"{row.room[:20]:20}  {row.outcome:7}  {row.detail}\n"
+                    f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n"
                 )
+                async for row in rows:
+                    who = row.user_name or row.user_id
+                    out.write(
+                        f"{row.id:>6}  {row.ts[:19].replace('T', ' '):19}  {who[:16]:16}  {row.action[:9]:9}  "
+                        f"{row.room[:20]:20}  {row.outcome:7}  {row.detail}\n"
+                    )
+            out.flush()  # a reader gone away (`| head`) shows here, not in the interpreter's exit
     finally:
         await store.close()
     return 0
@@ -290,6 +310,9 @@ async def _check(settings: Settings) -> int:
     finally:
         await gateway.aclose()
     try:
+        problem = database_path_problem(settings.database)
+        if problem is not None:
+            raise AuditError(problem)
         store = await AuditStore.open(settings.database)
         await store.close()
         print(f"audit: {settings.database} is writable")

@@ -175,6 +175,11 @@ def _seconds(value: Any, where: str, *, minimum: float = 0.0) -> float:
     return seconds
 
 
+def _line_of(path: Path, offset: int) -> int:
+    """The line number of a byte offset in a file."""
+    return path.read_bytes()[:offset].count(b"\n") + 1
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -183,6 +188,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"The config file {path} does not exist: fix --config or DISPATCH_BOT_CONFIG.") from None
     except OSError as exc:
         raise ConfigError(f"The config file {path} cannot be read ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        line = _line_of(path, exc.start)
+        raise ConfigError(
+            f"The config file {path} is not UTF-8 text (line {line} has a byte UTF-8 does not allow): save it as UTF-8."
+        ) from None
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
