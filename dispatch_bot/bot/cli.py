@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import csv
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -34,9 +35,18 @@ log = logging.getLogger("dispatch_bot")
 RETENTION_ACTOR = Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
 
 
+def _version() -> str:
+    """The installed package's version, as pip and the image know it."""
+    try:
+        return importlib.metadata.version("dispatch-bot")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed as a package: run `pip install .`)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dispatch-bot", description="Slack chat-ops for LiveKit agents.")
     parser.add_argument("--config", metavar="PATH", help="YAML config file (or DISPATCH_BOT_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"dispatch-bot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
