@@ -28,6 +28,7 @@ from .audit_store import COLUMNS, AuditStore
 from .config import ConfigError, Settings, load_settings
 from .console import cli_actor, console
 from .db_path import database_path_problem
+from .http_guard import app_runner
 from .log_redaction import configure_logging
 from .runtime import Runtime
 
@@ -152,7 +153,7 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             loop.add_signal_handler(sig, stop.set)
         retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
         if http:
-            runner = web.AppRunner(transport.web_app(), access_log=None)
+            runner = app_runner(transport.web_app())
             await runner.setup()
             try:
                 await web.TCPSite(runner, host, port).start()

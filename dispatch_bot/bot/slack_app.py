@@ -26,6 +26,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
+from .http_guard import SlackRequestGuard
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
 
@@ -226,7 +227,9 @@ class SlackTransport:
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response({"ok": True})
 
-        application = web.Application()
+        # ops: signature, timestamp, replay and body checks before Bolt (bot/http_guard.py)
+        guard = SlackRequestGuard(self.runtime.settings.slack_signing_secret)
+        application = web.Application(middlewares=[guard.middleware])
         application.router.add_post("/slack/events", events)
         application.router.add_get("/healthz", healthz)
         return application
