@@ -29,7 +29,7 @@ from .config import ConfigError, Settings, load_settings
 from .console import cli_actor, console
 from .db_path import database_path_problem
 from .http_guard import app_runner
-from .log_redaction import configure_logging
+from .log_redaction import configure_logging, configured_secrets
 from .runtime import Runtime
 
 log = logging.getLogger("dispatch_bot")
@@ -86,15 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(args.config)
-        configure_logging(
-            level,
-            [
-                settings.slack_bot_token,
-                settings.slack_app_token,
-                settings.slack_signing_secret,
-                settings.livekit_api_secret,
-            ],
-        )
+        configure_logging(level, configured_secrets(settings))
         if args.command in ("serve", "console"):
             _check_database_path(settings)
         if args.command == "serve":

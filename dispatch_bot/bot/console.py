@@ -11,6 +11,7 @@ from typing import TextIO
 
 from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
+from .log_redaction import typed_text_masker
 from .render import to_text
 from .runtime import Runtime
 
@@ -38,6 +39,7 @@ class ConsolePeople:
 
 
 async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:
+    text = typed_text_masker(runtime.settings)(text)  # a pasted secret is neither audited nor printed back
     reply = await runtime.runner.execute(runtime.context(cli_actor(), ConsolePeople()), text)
     print(to_text(reply), file=out, flush=True)
     if reply.followup is not None:

@@ -27,6 +27,7 @@ from ..commands.grammar import shorten
 from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
 from .http_guard import SlackRequestGuard
+from .log_redaction import typed_text_masker
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
 
@@ -109,6 +110,7 @@ class SlackTransport:
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
         self._http: aiohttp.ClientSession | None = None
+        self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
 
     def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
         token = self.runtime.settings.slack_bot_token
@@ -122,7 +124,7 @@ class SlackTransport:
     # --- listeners ---------------------------------------------------------------------------------------
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        text = slack_unescape(command.get("text") or "")
+        text = self._mask(slack_unescape(command.get("text") or ""))  # ops: masked before the ack echoes it
         await ack(
             response_type="ephemeral",
             text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`",
@@ -149,7 +151,7 @@ class SlackTransport:
             channel_name=(body.get("channel") or {}).get("name", ""),
         )
         # The button carries a command; running it as the presser re-checks everything for that person.
-        await self._run(actor, str(action.get("value", "")), str(body.get("response_url") or ""))
+        await self._run(actor, self._mask(str(action.get("value", ""))), str(body.get("response_url") or ""))
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
