@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -60,10 +60,16 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser(
         "audit",
-        help="print or export audit rows; `audit verify` checks the hash chain; `audit prune` removes old rows",
+        help="print or export audit rows; `audit verify` checks the hash chain; `audit prune` removes old rows; "
+        "`audit backup PATH` copies the database while the bot runs",
         description="Filters as key:value words (room:R agent:A user:U since:7d outcome:error limit:N) or as flags.",
     )
-    audit.add_argument("filters", nargs="*", metavar="FILTER", help="key:value filters, or verify, or prune")
+    audit.add_argument(
+        "filters", nargs="*", metavar="FILTER", help="key:value filters, or verify, or prune, or backup PATH"
+    )
+    audit.add_argument(
+        "--db", metavar="PATH", help="the audit database to read, such as a backup (default DISPATCH_BOT_DB)"
+    )
     audit.add_argument("--room")
     audit.add_argument("--agent")
     audit.add_argument("--user", help="a Slack user id (U…) or cli:<os user>")
@@ -195,11 +201,16 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     words: list[str] = list(args.filters)
+    if args.db:
+        settings = replace(settings, database=args.db)
     if not Path(settings.database).exists():
-        raise ConfigError(
-            f"The audit database {settings.database} does not exist: check DISPATCH_BOT_DB (or audit.database)."
-        )
+        where = "--db" if args.db else "DISPATCH_BOT_DB (or audit.database)"
+        raise ConfigError(f"The audit database {settings.database} does not exist: check {where}.")
     _check_database_path(settings, write=False)
+    if words[:1] == ["backup"]:
+        if len(words) != 2:
+            raise ConfigError("audit backup takes one PATH: the new file to write the copy to.")
+        return await _backup(settings, Path(words[1]))
     if words[:1] == ["verify"]:
         if len(words) > 1:
             raise ConfigError("audit verify takes no filters.")
@@ -250,6 +261,34 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def _backup(settings: Settings, target: Path) -> int:
+    """SQLite's online backup into a new file beside the target, checked, then renamed into place."""
+    if target.exists():
+        raise ConfigError(f"{target} already exists: give a new file name (a backup never overwrites a file).")
+    if not target.parent.is_dir():
+        raise ConfigError(f"The folder {target.parent} for the backup does not exist: create it first.")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        store = await AuditStore.open(settings.database)
+        try:
+            await store.backup(partial)
+        finally:
+            await store.close()
+        copy = await AuditStore.open(partial)
+        try:
+            result = await copy.verify()
+        finally:
+            await copy.close()
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    if result.intact:
+        print(f"backup written to {target}: {result.rows} rows, chain verified.")
+        return 0
+    print(f"backup written to {target}, but its chain is BROKEN at row {result.broken_id}: {result.problem}")
+    return 1
 
 
 async def _verify(settings: Settings) -> int:
