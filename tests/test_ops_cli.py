@@ -40,7 +40,7 @@ async def test_an_audit_database_path_that_cannot_be_opened_is_one_sentence(
         for args in (["console", "-c", "help"], ["serve", "--http", "--port", "1"], ["check"]):
             code, out, err = await run_cli(args, env)
             if args == ["check"]:
-                assert code == 1 and f"audit: {sentence}" in out.splitlines(), out
+                assert code == 1 and f"[FAIL] audit: {sentence}" in out.splitlines(), out
                 assert err == ""
             else:
                 assert (code, err) == (2, f"dispatch-bot: {sentence}\n"), args
@@ -50,12 +50,11 @@ async def test_an_audit_database_path_that_cannot_be_opened_is_one_sentence(
 async def test_a_config_file_that_is_not_utf8_is_one_sentence(tmp_path: Path) -> None:
     config = tmp_path / "dispatch-bot.yaml"
     config.write_bytes(b"slack:\n  command: /dispatch\nlivekit:\n  url: http://caf\xe9:7880\n")
+    sentence = f"The config file {config} is not UTF-8 text (line 4 has a byte UTF-8 does not allow): save it as UTF-8."
+    code, out, err = await run_cli(["--config", str(config), "console", "-c", "help"], {"PATH": "/usr/bin:/bin"})
+    assert (code, out, err) == (2, "", f"dispatch-bot: {sentence}\n")
     code, out, err = await run_cli(["--config", str(config), "check"], {"PATH": "/usr/bin:/bin"})
-    assert (code, out) == (2, "")
-    assert err == (
-        f"dispatch-bot: The config file {config} is not UTF-8 text (line 4 has a byte UTF-8 does not allow): "
-        "save it as UTF-8.\n"
-    )
+    assert (code, out, err) == (1, f"[FAIL] config: {sentence}\n", "")
 
 
 async def test_an_export_piped_into_head_ends_quietly(make_settings: Callable[..., Settings], tmp_path: Path) -> None:

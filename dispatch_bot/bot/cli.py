@@ -25,6 +25,7 @@ from ..commands.audit import parse_filters
 from ..commands.grammar import GrammarError, parse_duration
 from ..commands.ports import Actor, AuditError, AuditRow
 from .audit_store import COLUMNS, AuditStore
+from .check import config_failed, run_checks
 from .config import ConfigError, Settings, load_settings
 from .console import cli_actor, console
 from .db_path import database_path_problem
@@ -80,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
     audit.add_argument("--older-than", metavar="DURATION", help="with prune: remove rows older than this")
 
-    sub.add_parser("check", help="validate the configuration and reach the LiveKit server")
+    sub.add_parser(
+        "check",
+        help="check the configuration, LiveKit, Slack, the audit database and the agent folder; exit 0 when all pass",
+    )
     return parser
 
 
@@ -90,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         print(f"dispatch-bot: DISPATCH_BOT_LOG_LEVEL is {level!r}; use DEBUG, INFO, WARNING or ERROR.", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return _check(args.config)
     try:
         settings = load_settings(args.config)
         configure_logging(level, configured_secrets(settings))
@@ -106,8 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_console(settings, args.text))
         if args.command == "audit":
             return asyncio.run(_audit_command(settings, args))
-        if args.command == "check":
-            return asyncio.run(_check(settings))
     except (ConfigError, AuditError) as exc:
         print(f"dispatch-bot: {exc}", file=sys.stderr)
         return 2
@@ -327,48 +331,16 @@ async def _prune(settings: Settings, older_than: str | None) -> int:
     return 0
 
 
-async def _check(settings: Settings) -> int:
-    from .livekit_gateway import LiveKitGateway, public_url
-
-    problems = 0
-    print(f"config: ok (LiveKit {public_url(settings.livekit_url)}, audit database {settings.database})")
-    if settings.livekit_api_key == "devkey" and settings.livekit_api_secret == "secret":
-        print(
-            "livekit: using LiveKit's development key and secret (devkey/secret); set LIVEKIT_API_KEY and "
-            "LIVEKIT_API_SECRET for a real server."
-        )
-    gateway = LiveKitGateway(
-        settings.livekit_url,
-        settings.livekit_api_key,
-        settings.livekit_api_secret,
-        timeout=settings.request_timeout,
-    )
+def _check(config_path: str | None) -> int:
     try:
-        await gateway.get_room("dispatch-bot-check")
-        print(f"livekit: reached {gateway.url} and the credentials were accepted")
-    except Exception as exc:
-        problems += 1
-        print(f"livekit: {exc}")
-    finally:
-        await gateway.aclose()
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        return config_failed(exc)
+    configure_logging("ERROR", configured_secrets(settings))  # the check's own lines say what went wrong
     try:
-        problem = database_path_problem(settings.database)
-        if problem is not None:
-            raise AuditError(problem)
-        store = await AuditStore.open(settings.database)
-        await store.close()
-        print(f"audit: {settings.database} is writable")
-    except AuditError as exc:
-        problems += 1
-        print(f"audit: {exc}")
-    if settings.policy is None:
-        print("policy: none configured, so everyone in the workspace may run every command.")
-    else:
-        print(
-            f"policy: {len(settings.policy.rules)} rules and {len(settings.policy.admins)} admin patterns; "
-            "what no rule allows is denied."
-        )
-    return 1 if problems else 0
+        return asyncio.run(run_checks(settings, config_path or os.environ.get("DISPATCH_BOT_CONFIG")))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
