@@ -36,6 +36,12 @@ async def test_a_timestamp_that_is_not_a_number_is_refused(
     assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
 
 
+async def test_slacks_ssl_check_is_answered_and_runs_nothing(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+    status, answer = await bot.post("ssl_check=1&token=x", {"content-type": "application/x-www-form-urlencoded"})
+    assert (status, answer) == (200, "")
+    assert livekit.requests == [] and bot.audit_rows() == []
+
+
 async def test_a_replayed_request_is_refused(bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack) -> None:
     livekit.add_room("my-room")
     response_url = slack.new_response_url()
