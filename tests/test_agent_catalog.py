@@ -12,7 +12,7 @@ from dispatch_bot.bot.agent_catalog import MAX_FILE_BYTES, AgentCatalog
 from dispatch_bot.commands.ports import AgentService
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agents"
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "openvidu"
+OPENVIDU = Path(__file__).parent / "fixtures" / "openvidu"  # one folder per deployment shape
 
 
 @pytest.fixture
@@ -130,21 +130,24 @@ def test_rereading_waits_for_the_interval(agents_dir: Path) -> None:
     assert "late" not in catalog.snapshot().agents
 
 
-EXPECTED_SAMPLES = {
+EXPECTED_FOLDERS = {
     # folder: (agent, enabled, processing of live_captions or None, provider)
-    "openvidu-agents-main": ("speech-processing", True, "manual", "vosk"),
-    "openvidu-agents-3.8.0": ("speech-processing", True, "manual", "vosk"),
-    "local-deployment-3.5.0": ("speech-processing", False, "automatic", ""),
-    "docker-compose-deployment-3.6.0": ("speech-processing", None, "manual", "vosk"),
-    "custom-agent-template": ("minimal", True, None, ""),
+    "default-manual": ("speech-processing", True, "manual", "vosk"),
+    "older-automatic-disabled": ("speech-processing", False, "automatic", ""),
+    "compose-without-enabled": ("speech-processing", None, "manual", "vosk"),
+    "cloud-provider": ("speech-processing", True, "manual", "deepgram"),
+    "custom-template": ("minimal", True, None, ""),
 }
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="the OpenVidu sample folder is not beside this checkout")
-@pytest.mark.parametrize("folder", sorted(EXPECTED_SAMPLES))
-def test_real_openvidu_files(folder: str) -> None:
-    snapshot = AgentCatalog(SAMPLES / folder).snapshot()
-    name, enabled, processing, provider = EXPECTED_SAMPLES[folder]
+def test_every_openvidu_folder_fixture_is_checked() -> None:
+    assert sorted(p.name for p in OPENVIDU.iterdir() if p.is_dir()) == sorted(EXPECTED_FOLDERS)
+
+
+@pytest.mark.parametrize("folder", sorted(EXPECTED_FOLDERS))
+def test_openvidu_agent_folders(folder: str) -> None:
+    snapshot = AgentCatalog(OPENVIDU / folder).snapshot()
+    name, enabled, processing, provider = EXPECTED_FOLDERS[folder]
     assert snapshot.problems == ()
     assert list(snapshot.agents) == [name]
     info = snapshot.agents[name]

@@ -445,6 +445,20 @@ class AuditStore:
             await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
         return PruneResult(removed, int(last[0]) if last else None)
 
+    # --- backup ---------------------------------------------------------------------------------------------
+
+    async def backup(self, target: Path) -> None:
+        """A consistent copy of the whole database in the new file `target`, by SQLite's online backup in one
+        step: it reads one snapshot, and in WAL mode the writers of other processes go on meanwhile."""
+        try:
+            copy = await asyncio.to_thread(sqlite3.connect, target, check_same_thread=False)
+            try:
+                await self._db.backup(copy, pages=0)
+            finally:
+                await asyncio.to_thread(copy.close)
+        except (sqlite3.Error, OSError) as exc:
+            raise AuditError(f"Copying the audit database {self.path} to {target} failed: {_describe(exc)}.") from None
+
 
 # --- supervision state (schema version 2) ---------------------------------------------------------------------------
 

@@ -7,34 +7,48 @@ import asyncio
 import contextlib
 import csv
 import gc
+import importlib.metadata
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 
 from ..commands.audit import parse_filters
 from ..commands.grammar import GrammarError, parse_duration
-from ..commands.ports import Actor, AuditError
+from ..commands.ports import Actor, AuditError, AuditRow
 from .audit_store import COLUMNS, AuditStore
+from .check import config_failed, run_checks
 from .config import ConfigError, Settings, load_settings
 from .console import cli_actor, console
-from .log_redaction import configure_logging
+from .db_path import database_path_problem
+from .http_guard import app_runner
+from .log_redaction import configure_logging, configured_secrets
 from .runtime import Runtime
 
 log = logging.getLogger("dispatch_bot")
 RETENTION_ACTOR = Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
 
 
+def _version() -> str:
+    """The installed package's version, as pip and the image know it."""
+    try:
+        return importlib.metadata.version("dispatch-bot")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed as a package: run `pip install .`)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dispatch-bot", description="Slack chat-ops for LiveKit agents.")
     parser.add_argument("--config", metavar="PATH", help="YAML config file (or DISPATCH_BOT_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"dispatch-bot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
@@ -49,10 +63,16 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser(
         "audit",
-        help="print or export audit rows; `audit verify` checks the hash chain; `audit prune` removes old rows",
+        help="print or export audit rows; `audit verify` checks the hash chain; `audit prune` removes old rows; "
+        "`audit backup PATH` copies the database while the bot runs",
         description="Filters as key:value words (room:R agent:A user:U since:7d outcome:error limit:N) or as flags.",
     )
-    audit.add_argument("filters", nargs="*", metavar="FILTER", help="key:value filters, or verify, or prune")
+    audit.add_argument(
+        "filters", nargs="*", metavar="FILTER", help="key:value filters, or verify, or prune, or backup PATH"
+    )
+    audit.add_argument(
+        "--db", metavar="PATH", help="the audit database to read, such as a backup (default DISPATCH_BOT_DB)"
+    )
     audit.add_argument("--room")
     audit.add_argument("--agent")
     audit.add_argument("--user", help="a Slack user id (U…) or cli:<os user>")
@@ -63,7 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
     audit.add_argument("--older-than", metavar="DURATION", help="with prune: remove rows older than this")
 
-    sub.add_parser("check", help="validate the configuration and reach the LiveKit server")
+    sub.add_parser(
+        "check",
+        help="check the configuration, LiveKit, Slack, the audit database and the agent folder; exit 0 when all pass",
+    )
     return parser
 
 
@@ -73,17 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         print(f"dispatch-bot: DISPATCH_BOT_LOG_LEVEL is {level!r}; use DEBUG, INFO, WARNING or ERROR.", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return _check(args.config)
     try:
         settings = load_settings(args.config)
-        configure_logging(
-            level,
-            [
-                settings.slack_bot_token,
-                settings.slack_app_token,
-                settings.slack_signing_secret,
-                settings.livekit_api_secret,
-            ],
-        )
+        configure_logging(level, configured_secrets(settings))
+        if args.command in ("serve", "console"):
+            _check_database_path(settings)
         if args.command == "serve":
             http = args.http or not settings.slack_app_token
             settings.require_slack(http=http)
@@ -95,14 +114,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_console(settings, args.text))
         if args.command == "audit":
             return asyncio.run(_audit_command(settings, args))
-        if args.command == "check":
-            return asyncio.run(_check(settings))
     except (ConfigError, AuditError) as exc:
         print(f"dispatch-bot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): what it took is what it wanted, so a quiet exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 2
+
+
+def _check_database_path(settings: Settings, *, write: bool = True) -> None:
+    problem = database_path_problem(settings.database, write=write)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 async def _console(settings: Settings, text: str | None) -> int:
@@ -130,7 +157,7 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             loop.add_signal_handler(sig, stop.set)
         retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
         # Both modes listen on the port: HTTP mode for Slack's requests, both for LiveKit's webhooks and /healthz.
-        runner = web.AppRunner(transport.web_app(slack_events=http), access_log=None)
+        runner = app_runner(transport.web_app(slack_events=http))
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
@@ -186,10 +213,16 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     words: list[str] = list(args.filters)
+    if args.db:
+        settings = replace(settings, database=args.db)
     if not Path(settings.database).exists():
-        raise ConfigError(
-            f"The audit database {settings.database} does not exist: check DISPATCH_BOT_DB (or audit.database)."
-        )
+        where = "--db" if args.db else "DISPATCH_BOT_DB (or audit.database)"
+        raise ConfigError(f"The audit database {settings.database} does not exist: check {where}.")
+    _check_database_path(settings, write=False)
+    if words[:1] == ["backup"]:
+        if len(words) != 2:
+            raise ConfigError("audit backup takes one PATH: the new file to write the copy to.")
+        return await _backup(settings, Path(words[1]))
     if words[:1] == ["verify"]:
         if len(words) > 1:
             raise ConfigError("audit verify takes no filters.")
@@ -214,27 +247,60 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     store = await AuditStore.open(settings.database)
     try:
-        rows = store.rows(query, limit=None if args.all else query.limit)
-        out = sys.stdout
-        if args.format == "jsonl":
-            async for row in rows:
-                out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
-        elif args.format == "csv":
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS)
-            async for row in rows:
-                writer.writerow(getattr(row, c) for c in COLUMNS)
-        else:
-            out.write(f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n")
-            async for row in rows:
-                who = row.user_name or row.user_id
+        # The row stream is closed before the store, also when the reader goes away in the middle of it.
+        stream = cast(AsyncGenerator[AuditRow, None], store.rows(query, limit=None if args.all else query.limit))
+        async with contextlib.aclosing(stream) as rows:
+            out = sys.stdout
+            if args.format == "jsonl":
+                async for row in rows:
+                    out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+            elif args.format == "csv":
+                writer = csv.writer(out)
+                writer.writerow(COLUMNS)
+                async for row in rows:
+                    writer.writerow(getattr(row, c) for c in COLUMNS)
+            else:
                 out.write(
-                    f"{row.id:>6}  {row.ts[:19].replace('T', ' '):19}  {who[:16]:16}  {row.action[:9]:9}  "
-                    f"{row.room[:20]:20}  {row.outcome:7}  {row.detail}\n"
+                    f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n"
                 )
+                async for row in rows:
+                    who = row.user_name or row.user_id
+                    out.write(
+                        f"{row.id:>6}  {row.ts[:19].replace('T', ' '):19}  {who[:16]:16}  {row.action[:9]:9}  "
+                        f"{row.room[:20]:20}  {row.outcome:7}  {row.detail}\n"
+                    )
+            out.flush()  # a reader gone away (`| head`) shows here, not in the interpreter's exit
     finally:
         await store.close()
     return 0
+
+
+async def _backup(settings: Settings, target: Path) -> int:
+    """SQLite's online backup into a new file beside the target, checked, then renamed into place."""
+    if target.exists():
+        raise ConfigError(f"{target} already exists: give a new file name (a backup never overwrites a file).")
+    if not target.parent.is_dir():
+        raise ConfigError(f"The folder {target.parent} for the backup does not exist: create it first.")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        store = await AuditStore.open(settings.database)
+        try:
+            await store.backup(partial)
+        finally:
+            await store.close()
+        copy = await AuditStore.open(partial)
+        try:
+            result = await copy.verify()
+        finally:
+            await copy.close()
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    if result.intact:
+        print(f"backup written to {target}: {result.rows} rows, chain verified.")
+        return 0
+    print(f"backup written to {target}, but its chain is BROKEN at row {result.broken_id}: {result.problem}")
+    return 1
 
 
 async def _verify(settings: Settings) -> int:
@@ -273,45 +339,16 @@ async def _prune(settings: Settings, older_than: str | None) -> int:
     return 0
 
 
-async def _check(settings: Settings) -> int:
-    from .livekit_gateway import LiveKitGateway, public_url
-
-    problems = 0
-    print(f"config: ok (LiveKit {public_url(settings.livekit_url)}, audit database {settings.database})")
-    if settings.livekit_api_key == "devkey" and settings.livekit_api_secret == "secret":
-        print(
-            "livekit: using LiveKit's development key and secret (devkey/secret); set LIVEKIT_API_KEY and "
-            "LIVEKIT_API_SECRET for a real server."
-        )
-    gateway = LiveKitGateway(
-        settings.livekit_url,
-        settings.livekit_api_key,
-        settings.livekit_api_secret,
-        timeout=settings.request_timeout,
-    )
+def _check(config_path: str | None) -> int:
     try:
-        await gateway.get_room("dispatch-bot-check")
-        print(f"livekit: reached {gateway.url} and the credentials were accepted")
-    except Exception as exc:
-        problems += 1
-        print(f"livekit: {exc}")
-    finally:
-        await gateway.aclose()
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        return config_failed(exc)
+    configure_logging("ERROR", configured_secrets(settings))  # the check's own lines say what went wrong
     try:
-        store = await AuditStore.open(settings.database)
-        await store.close()
-        print(f"audit: {settings.database} is writable")
-    except AuditError as exc:
-        problems += 1
-        print(f"audit: {exc}")
-    if settings.policy is None:
-        print("policy: none configured, so everyone in the workspace may run every command.")
-    else:
-        print(
-            f"policy: {len(settings.policy.rules)} rules and {len(settings.policy.admins)} admin patterns; "
-            "what no rule allows is denied."
-        )
-    return 1 if problems else 0
+        return asyncio.run(run_checks(settings, config_path or os.environ.get("DISPATCH_BOT_CONFIG")))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

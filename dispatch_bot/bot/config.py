@@ -76,6 +76,18 @@ def _no_userinfo(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url)
 
 
+def _valid_address(url: str) -> bool:
+    """A URL whose host an HTTP client can look up and whose port, if any, is a number from 1 to 65535."""
+    try:
+        parts = urlsplit(url)
+        port, host = parts.port, parts.hostname
+        if host and ":" not in host:
+            host.encode("idna")  # an empty label (a..b) or one over 63 characters fails here
+    except (ValueError, UnicodeError):
+        return False
+    return bool(host) and port != 0 and not any(c.isspace() for c in host or "")
+
+
 class ConfigError(Exception):
     """A missing or wrong setting; the message names it and the fix."""
 
@@ -202,6 +214,11 @@ def _seconds(value: Any, where: str, *, minimum: float = 0.0) -> float:
     return seconds
 
 
+def _line_of(path: Path, offset: int) -> int:
+    """The line number of a byte offset in a file."""
+    return path.read_bytes()[:offset].count(b"\n") + 1
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -210,6 +227,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"The config file {path} does not exist: fix --config or DISPATCH_BOT_CONFIG.") from None
     except OSError as exc:
         raise ConfigError(f"The config file {path} cannot be read ({exc.strerror}).") from None
+    except UnicodeDecodeError as exc:
+        line = _line_of(path, exc.start)
+        raise ConfigError(
+            f"The config file {path} is not UTF-8 text (line {line} has a byte UTF-8 does not allow): save it as UTF-8."
+        ) from None
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -217,7 +239,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"The config file {path} must hold a mapping (slack:, livekit:, audit:, agents:).")
+        sections = ", ".join(f"{name}:" for name in [*_FILE_KEYS, "policy", "rules"])
+        raise ConfigError(f"The config file {path} must hold a mapping of sections ({sections}).")
     for key in data:
         if key not in _FILE_KEYS and key not in ("policy", "rules"):
             sections = ", ".join([*_FILE_KEYS, "policy", "rules"])
@@ -237,33 +260,43 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     agents = _section(data, "agents", source)
     watch = _section(data, "watch", source)
 
-    def pick(env_name: str | None, section: dict[str, Any], key: str, default: str) -> str:
+    sections = {"slack": slack, "livekit": livekit, "audit": audit, "links": links, "agents": agents}
+
+    def pick(env_name: str | None, section: str, key: str, default: str) -> str:
         if env_name and env.get(env_name):
             return env[env_name]
-        value = _str(section.get(key), f"{source}: `{key}`")
+        value = _str(sections[section].get(key), f"{source}: `{section}.{key}`")
         return value or default
 
-    command = pick(None, slack, "command", "/dispatch")
+    def named(env_name: str, section: str, key: str) -> str:
+        """The setting as the person wrote it: the environment variable when set, else the file's key."""
+        if env.get(env_name) or key not in sections[section]:
+            return env_name
+        return f"{source}: `{section}.{key}`"
+
+    command = pick(None, "slack", "command", "/dispatch")
     if not _COMMAND.fullmatch(command):
         raise ConfigError(
             f"slack.command is {command!r}; a Slack command is / followed by up to 31 lowercase "
             "letters, digits, - or _."
         )
-    api_url = pick("SLACK_API_URL", slack, "api_url", "https://slack.com/api/")
-    if urlsplit(api_url).scheme not in ("http", "https"):
-        raise ConfigError(f"SLACK_API_URL is {api_url!r}; it must be an http(s) URL like https://slack.com/api/.")
-    port_text = pick("PORT", slack, "port", "3000")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"PORT is {port_text!r}; it must be a number from 1 to 65535.")
-    livekit_url = pick("LIVEKIT_URL", livekit, "url", "http://localhost:7880")
-    parts = urlsplit(livekit_url)
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+    api_url = pick("SLACK_API_URL", "slack", "api_url", "https://slack.com/api/")
+    if not _valid_address(api_url) or urlsplit(api_url).scheme not in ("http", "https"):
         raise ConfigError(
-            f"LIVEKIT_URL is {_no_userinfo(livekit_url)!r}; it must be a URL like http://localhost:7880 or "
-            "wss://openvidu.example.com."
+            f"{named('SLACK_API_URL', 'slack', 'api_url')} is {_no_userinfo(api_url)!r}; it must be an http(s) URL "
+            "like https://slack.com/api/."
         )
-    api_key = pick("LIVEKIT_API_KEY", livekit, "api_key", "devkey")
-    api_secret = pick("LIVEKIT_API_SECRET", livekit, "api_secret", "secret")
+    port_text = pick("PORT", "slack", "port", "3000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{named('PORT', 'slack', 'port')} is {port_text!r}; it must be a number from 1 to 65535.")
+    livekit_url = pick("LIVEKIT_URL", "livekit", "url", "http://localhost:7880")
+    if not _valid_address(livekit_url) or urlsplit(livekit_url).scheme not in ("http", "https", "ws", "wss"):
+        raise ConfigError(
+            f"{named('LIVEKIT_URL', 'livekit', 'url')} is {_no_userinfo(livekit_url)!r}; it must be a URL like "
+            "http://localhost:7880 or wss://openvidu.example.com."
+        )
+    api_key = pick("LIVEKIT_API_KEY", "livekit", "api_key", "devkey")
+    api_secret = pick("LIVEKIT_API_SECRET", "livekit", "api_secret", "secret")
 
     aliases = dict(DEFAULT_ALIASES)
     raw_aliases = agents.get("aliases") or {}
@@ -281,11 +314,11 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         aliases[alias] = target
 
     public_url = _str(livekit.get("public_url"), "livekit.public_url") or livekit_url
-    public = urlsplit(public_url)
-    if public.scheme not in ("http", "https", "ws", "wss") or not public.hostname:
+    if not _valid_address(public_url) or urlsplit(public_url).scheme not in ("http", "https", "ws", "wss"):
         raise ConfigError(
             f"livekit.public_url is {_no_userinfo(public_url)!r}; it must be a URL like wss://openvidu.example.com."
         )
+    public = urlsplit(public_url)
     ws_url = public_url.replace("https://", "wss://", 1) if public.scheme == "https" else public_url
     ws_url = ws_url.replace("http://", "ws://", 1) if public.scheme == "http" else ws_url
 
@@ -355,9 +388,9 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         link_default_ttl=default_ttl,
         link_max_ttl=max_ttl,
         slack_command=command,
-        slack_bot_token=pick("SLACK_BOT_TOKEN", slack, "bot_token", ""),
-        slack_app_token=pick("SLACK_APP_TOKEN", slack, "app_token", ""),
-        slack_signing_secret=pick("SLACK_SIGNING_SECRET", slack, "signing_secret", ""),
+        slack_bot_token=pick("SLACK_BOT_TOKEN", "slack", "bot_token", ""),
+        slack_app_token=pick("SLACK_APP_TOKEN", "slack", "app_token", ""),
+        slack_signing_secret=pick("SLACK_SIGNING_SECRET", "slack", "signing_secret", ""),
         slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
         port=int(port_text),
         livekit_url=livekit_url,
@@ -366,8 +399,8 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         request_timeout=_seconds(livekit.get("request_timeout", "10s"), "livekit.request_timeout"),
         followup_timeout=_seconds(livekit.get("followup_timeout", "20s"), "livekit.followup_timeout"),
         followup_interval=_seconds(livekit.get("followup_interval", "1s"), "livekit.followup_interval"),
-        database=pick("DISPATCH_BOT_DB", audit, "database", "dispatch-audit.db"),
-        openvidu_agents_dir=pick("OPENVIDU_AGENTS_DIR", agents, "openvidu_config_dir", ""),
+        database=pick("DISPATCH_BOT_DB", "audit", "database", "dispatch-audit.db"),
+        openvidu_agents_dir=pick("OPENVIDU_AGENTS_DIR", "agents", "openvidu_config_dir", ""),
         catalog_reload_interval=_seconds(agents.get("reload_interval", "2s"), "agents.reload_interval"),
         aliases=aliases,
         watch_enabled=watch_enabled,

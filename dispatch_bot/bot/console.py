@@ -11,6 +11,7 @@ from typing import TextIO
 
 from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
+from .log_redaction import typed_text_masker
 from .render import to_text
 from .runtime import Runtime
 
@@ -37,7 +38,15 @@ class ConsolePeople:
         return Profile(display_name=os_user(), tz_offset=int(offset.total_seconds()) if offset else 0)
 
 
+def without_slash_command(text: str, slash_command: str) -> str:
+    """`/dispatch help` typed in the terminal is `help`: the replies name commands as Slack spells them."""
+    first, _, rest = text.strip().partition(" ")
+    return rest.strip() if first == slash_command else text
+
+
 async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:
+    text = typed_text_masker(runtime.settings)(text)  # a pasted secret is neither audited nor printed back
+    text = without_slash_command(text, runtime.settings.slack_command)
     reply = await runtime.runner.execute(runtime.context(cli_actor(), ConsolePeople()), text)
     print(to_text(reply), file=out, flush=True)
     if reply.followup is not None:
@@ -56,7 +65,12 @@ def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None
 
 
 async def interactive(runtime: Runtime, out: TextIO) -> int:
-    print("dispatch-bot console: type a command (help lists them), or quit.", file=out, flush=True)
+    print(
+        f"dispatch-bot console: type a command with or without {runtime.settings.slack_command} (help lists them), "
+        "or quit.",
+        file=out,
+        flush=True,
+    )
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     # A daemon thread: Ctrl-C ends the program at once instead of waiting for a line that never comes.
     threading.Thread(target=_read_lines, args=(asyncio.get_running_loop(), lines), daemon=True).start()

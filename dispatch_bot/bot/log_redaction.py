@@ -1,10 +1,18 @@
-"""Logging that cannot leak a credential: join-link tokens, Slack tokens and configured secrets are masked."""
+"""Logging that cannot leak a credential: join-link tokens, Slack tokens and configured secrets are masked.
+
+The same masking applies to what a person types (`mask_typed`), at the edges where text comes in, so that no
+command, audit row or reply ever holds a secret someone pasted.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 # A JWT (join links, LiveKit API tokens), also URL-encoded inside a link; Slack bot, user and app tokens.
 _PATTERNS = (
@@ -40,6 +48,21 @@ class SecretRedactor(logging.Filter):
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         return True
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """The settings whose values must never be shown: Slack's tokens and signing secret, the LiveKit secret."""
+    return [
+        settings.slack_bot_token,
+        settings.slack_app_token,
+        settings.slack_signing_secret,
+        settings.livekit_api_secret,
+    ]
+
+
+def typed_text_masker(settings: Settings) -> Callable[[str], str]:
+    """Masks, in a text a person typed, the configured secrets and anything shaped like a Slack token or a JWT."""
+    return SecretRedactor(configured_secrets(settings)).redact
 
 
 def configure_logging(level: str, secrets: Iterable[str]) -> None:

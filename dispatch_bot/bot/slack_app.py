@@ -26,6 +26,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, Profile
 from ..commands.reply import Reply
+from .http_guard import SlackRequestGuard
+from .log_redaction import typed_text_masker
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
 from .webhooks import WEBHOOK_PATH, webhook_handler
@@ -110,6 +112,7 @@ class SlackTransport:
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
         self._http: aiohttp.ClientSession | None = None
+        self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
 
@@ -125,7 +128,7 @@ class SlackTransport:
     # --- listeners ---------------------------------------------------------------------------------------
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        text = slack_unescape(command.get("text") or "")
+        text = self._mask(slack_unescape(command.get("text") or ""))  # ops: masked before the ack echoes it
         await ack(
             response_type="ephemeral",
             text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`",
@@ -152,7 +155,7 @@ class SlackTransport:
             channel_name=(body.get("channel") or {}).get("name", ""),
         )
         # The button carries a command; running it as the presser re-checks everything for that person.
-        await self._run(actor, str(action.get("value", "")), str(body.get("response_url") or ""))
+        await self._run(actor, self._mask(str(action.get("value", ""))), str(body.get("response_url") or ""))
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
@@ -262,8 +265,11 @@ class SlackTransport:
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response({"ok": True})
 
+        # ops: signature, timestamp, replay and body checks before Bolt (bot/http_guard.py)
         application = web.Application()
         if slack_events:
+            guard = SlackRequestGuard(self.runtime.settings.slack_signing_secret)
+            application.middlewares.append(guard.middleware)
             application.router.add_post("/slack/events", events)
         application.router.add_post(WEBHOOK_PATH, webhook_handler(self.runtime.gateway, self.runtime.supervisor))
         application.router.add_get("/healthz", healthz)

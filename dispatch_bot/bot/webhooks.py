@@ -7,6 +7,7 @@ An accepted event only names a room for supervision to look at; the answer never
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/livekit/webhook"
 MAX_BODY = 1024 * 1024  # LiveKit's events are a few kB; anything near this is not one
+BODY_TIMEOUT = 10.0
 
 
 def webhook_handler(
@@ -30,7 +32,12 @@ def webhook_handler(
                 "webhook refused: a body of %d bytes is over the %d-byte limit", request.content_length, MAX_BODY
             )
             return web.Response(status=413, text="body too large")
-        raw = await request.content.read(MAX_BODY + 1)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):  # a body that trickles in holds nothing for long
+                raw = await request.content.read(MAX_BODY + 1)
+        except TimeoutError:
+            log.warning("webhook refused: its body did not arrive within %g s", BODY_TIMEOUT)
+            return web.Response(status=408, text="body too slow")
         if len(raw) > MAX_BODY:
             log.warning("webhook refused: its body is over the %d-byte limit", MAX_BODY)
             return web.Response(status=413, text="body too large")
