@@ -34,6 +34,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, AuditError, AuditRecord, Profile
 from ..commands.reply import Reply
+from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
 
@@ -137,6 +138,52 @@ class SlackPeople:
         return found
 
 
+class SlackGroups:
+    """Reads the members of the user groups a policy names into its cache, before a command is decided.
+
+    The policy decides synchronously from that cache; a group Slack would not list is stored as a failure, which
+    refuses (never allows) the rules naming it. `@handle`s are turned into ids with usergroups.list.
+    """
+
+    def __init__(self, client: AsyncWebClient, policy: Policy) -> None:
+        self._client = client
+        self._policy = policy
+        self._lock = asyncio.Lock()  # a burst of commands asks Slack once
+
+    async def refresh(self) -> None:
+        cache = self._policy.groups
+        if not any(cache.stale(g) for g in self._policy.group_names()):
+            return
+        async with self._lock:
+            stale = [g for g in self._policy.group_names() if cache.stale(g)]
+            ids = {g: g for g in stale if not g.startswith("@")}
+            handles = [g for g in stale if g.startswith("@")]
+            if handles:
+                try:
+                    listed = await self._client.usergroups_list()
+                    by_handle = {
+                        str(g.get("handle", "")).casefold(): str(g.get("id", ""))
+                        for g in listed.get("usergroups") or []
+                    }
+                except Exception as exc:
+                    by_handle = {}
+                    for handle in handles:
+                        cache.store_failure(handle, f"usergroups.list: {_why(exc)}")
+                    handles = []
+                for handle in handles:
+                    if handle[1:].casefold() in by_handle:
+                        ids[handle] = by_handle[handle[1:].casefold()]
+                    else:
+                        cache.store_failure(handle, "no user group of this workspace has that handle")
+            for name, group_id in ids.items():
+                try:
+                    answer = await self._client.usergroups_users_list(usergroup=group_id)
+                    cache.store(name, frozenset(str(u) for u in answer.get("users") or []))
+                except Exception as exc:
+                    cache.store_failure(name, f"usergroups.users.list: {_why(exc)}")
+                    log.warning("could not read the members of user group %s: %s", name, _why(exc))
+
+
 class SlackTransport:
     def __init__(self, runtime: Runtime, *, timeout: float = SLACK_TIMEOUT, retry_backoff: float = 0.5) -> None:
         """`timeout` bounds each Slack call; `retry_backoff` is the first pause before retrying a failed one."""
@@ -161,6 +208,8 @@ class SlackTransport:
         self.app.action("dispatch_refresh")(self._on_button)
         self.app.action("join_link")(self._on_link_opened)
         self.people = SlackPeople(self.client)
+        policy = settings.policy
+        self.groups = SlackGroups(self.client, policy) if policy is not None and policy.group_names() else None
         self.followups: set[asyncio.Task[None]] = set()
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
@@ -228,6 +277,8 @@ class SlackTransport:
         # The ack is already out. A bounded number of commands work at once, so that under a burst the acks of
         # the next requests are not starved of the event loop by the work of the previous ones.
         async with self._slots:
+            if self.groups is not None:  # the policy decides synchronously: its user groups are read first
+                await self.groups.refresh()
             reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
             where = await self._deliver(reply, actor, text, response_url)
         if reply.followup is not None:

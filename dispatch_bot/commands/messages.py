@@ -532,3 +532,21 @@ def room_entry(room: str, participants: int, age: str) -> Text:
 
 def rooms_more(more: int) -> Text:
     return text("…and {n} more.", n=f"{more:,}")
+
+
+# --- Slack user groups in the policy ---------------------------------------------------------------------------
+
+
+def group_unreadable(action: str, agent: str, room: str, group: str, why: str) -> Text:
+    what = text("{action}", action=action)
+    if agent:
+        what = text("{action} *{agent}*", action=action, agent=agent)
+    if room:
+        what = Text(what.template + " in *{room}*", {**what.values, "room": room})
+    return Text(
+        ":no_entry_sign: You may not "
+        + what.template
+        + " now: the policy decides by the user group {group}, and Slack would not say who is in it ({why}). "
+        "Nothing was done; try again in a minute.",
+        {**what.values, "group": group, "why": why},
+    )

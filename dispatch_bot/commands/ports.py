@@ -225,7 +225,7 @@ class AgentCatalogView(Protocol):
     def snapshot(self) -> CatalogSnapshot: ...
 
 
-ACTIONS = ("dispatch", "stop", "link", "list", "rooms", "agents", "audit")
+ACTIONS = ("dispatch", "force", "stop", "link", "list", "rooms", "agents", "audit")
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,8 @@ class FakeSlack:
         self.responses: list[ResponsePost] = []
         self.socket_acks: list[dict[str, Any]] = []
         self.users: dict[str, dict[str, Any]] = _default_users()
+        # User groups by id: {"id": "S…", "handle": "oncall", "name": …, "users": ["U…", …]}; see `add_usergroup`.
+        self.usergroups: dict[str, dict[str, Any]] = {}
         self.down: bool = False
         self.not_in_channel: set[str] = set()
         # method -> JSON answered instead of the built-in behaviour (still recorded and token-checked).
@@ -238,6 +240,18 @@ class FakeSlack:
                 probe.bind(("127.0.0.1", 0))
                 self._refused_port = int(probe.getsockname()[1])
         return f"http://127.0.0.1:{self._refused_port}/api/"
+
+    def add_usergroup(self, group_id: str, handle: str, users: list[str]) -> None:
+        self.usergroups[group_id] = {
+            "id": group_id,
+            "team_id": TEAM_ID,
+            "is_usergroup": True,
+            "name": handle.title(),
+            "handle": handle,
+            "date_delete": 0,
+            "users": list(users),
+            "user_count": len(users),
+        }
 
     # ------------------------------------------------------------------ failures
 
@@ -562,6 +576,8 @@ class FakeSlack:
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "users.info": self._users_info,
+            "usergroups.list": self._usergroups_list,
+            "usergroups.users.list": self._usergroups_users_list,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -635,6 +651,16 @@ class FakeSlack:
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": copy.deepcopy(user)}
+
+    def _usergroups_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        groups = [{k: v for k, v in g.items() if k != "users"} for g in self.usergroups.values()]
+        return {"ok": True, "usergroups": copy.deepcopy(groups)}
+
+    def _usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = self.usergroups.get(str(params.get("usergroup", "")))
+        if group is None:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(group["users"])}
 
     def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         ticket = uuid.uuid4()
