@@ -6,6 +6,7 @@ Slack payload -> Actor + text -> CommandRunner -> Reply -> Block Kit. Nothing he
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -33,7 +34,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, AuditError, AuditRecord, Profile
-from ..commands.reply import Reply
+from ..commands.reply import Reply, Text
 from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
@@ -300,7 +301,7 @@ class SlackTransport:
             except Exception as exc:
                 failed.append(f"chat.update: {_why(exc)}")
                 # A new message under the old one: a response_url cannot replace a message the bot posted.
-                text, blocks = _with_note(text, blocks, not_updated_note(_why(exc)))
+                text, blocks = to_slack(_with_note(reply, not_updated_note(_why(exc))))
         try:
             await self._respond(response_url, text, blocks, reply.visibility, replace_original=not failed)
         except Exception as exc:
@@ -329,7 +330,7 @@ class SlackTransport:
                     log.info("chat.postMessage: %s; replying through response_url", why)
                 else:
                     failed.append(f"chat.postMessage: {why}")
-                    text, blocks = _with_note(text, blocks, not_posted_note(why))
+                    text, blocks = to_slack(_with_note(reply, not_posted_note(why)))
         try:
             await self._respond(response_url, text, blocks, reply.visibility, replace_original=False)
         except Exception as exc:
@@ -484,15 +485,14 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def not_posted_note(why: str) -> str:
-    return f"_Slack would not post this in the channel ({why}), so it came as the command's reply._"
+def not_posted_note(why: str) -> Text:
+    return Text("_Slack would not post this in the channel ({why}), so it came as the command's reply._", {"why": why})
 
 
-def not_updated_note(why: str) -> str:
-    return f"_Slack would not update the message above ({why}), so the result is here._"
+def not_updated_note(why: str) -> Text:
+    return Text("_Slack would not update the message above ({why}), so the result is here._", {"why": why})
 
 
-def _with_note(text: str, blocks: list[dict[str, Any]], note: str) -> tuple[str, list[dict[str, Any]]]:
-    """The reply with one more line saying how it arrived (within Slack's 50 blocks)."""
-    section = {"type": "section", "text": {"type": "mrkdwn", "text": note}}
-    return f"{text}\n{note}", [*blocks[:49], section]
+def _with_note(reply: Reply, note: Text) -> Reply:
+    """The reply with one more line saying how it arrived (rendered within Slack's limits like the rest)."""
+    return dataclasses.replace(reply, lines=[*reply.lines, note])
