@@ -23,6 +23,7 @@ from tests.fakes.livekit_server import FakeLiveKit
 from tests.fakes.slack_requests import slash_command_form
 from tests.fakes.slack_server import RESPONSE_URL, Failure, FakeSlack
 from tests.test_link import link_button, token_of
+from tests.test_slack_blocks import check_payloads
 
 TIMEOUT = 0.5  # the bot's time limit for one Slack call here: a stalled call fails fast
 INTERNAL = "Something went wrong inside"
@@ -98,6 +99,7 @@ async def test_channel_message_failing_comes_through_the_response_url(
     assert f"chat.postMessage: {words}" in rows[1]["detail"]
     assert "delivered through the response URL" in rows[1]["detail"]
     assert rows[1]["room"] == "my-room" and rows[1]["user_id"] == "U123"
+    check_payloads(slack)  # the note is Block Kit within Slack's limits like the rest
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -120,6 +122,7 @@ async def test_follow_up_update_failing_comes_through_the_response_url(
     rows = fbot.audit_rows()
     assert actions_and_outcomes(fbot) == [("dispatch", "ok"), ("followup", "ok"), ("delivery", "ok")]
     assert f"chat.update: {words}" in rows[2]["detail"]
+    check_payloads(slack)
 
 
 @pytest.mark.parametrize("kind", KINDS)
