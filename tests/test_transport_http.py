@@ -59,7 +59,12 @@ async def test_slack_down_loses_no_audit_row(bot: BotUnderTest, livekit: FakeLiv
     await bot.transport.drain()
     assert {c.status for c in slack.web_calls} | {r.status for r in slack.responses} == {503}
     rows = bot.audit_rows()
-    assert [(r["action"], r["outcome"]) for r in rows] == [("dispatch", "ok"), ("followup", "ok")]
+    assert [(r["action"], r["outcome"]) for r in rows] == [
+        ("dispatch", "ok"),
+        ("delivery", "error"),  # neither the channel message nor the response_url reached anyone
+        ("followup", "ok"),
+        ("delivery", "error"),
+    ]
     assert len(livekit.calls("CreateDispatch")) == 1
 
 

@@ -6,6 +6,7 @@ Slack payload -> Actor + text -> CommandRunner -> Reply -> Block Kit. Nothing he
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -19,20 +20,71 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..commands.grammar import shorten
-from ..commands.ports import Actor, Profile
-from ..commands.reply import Reply
+from ..commands.ports import Actor, AuditError, AuditRecord, Profile
+from ..commands.reply import Reply, Text
 from .http_guard import SlackRequestGuard
 from .log_redaction import typed_text_masker
+from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
 from .webhooks import WEBHOOK_PATH, webhook_handler
 
 log = logging.getLogger(__name__)
+
+
+# Each kind of failure is retried this often: a brief outage or a 429 delays a message, a long one gets a sentence.
+SLACK_RETRIES = 2
+SLACK_TIMEOUT = 30.0  # seconds for one Web API or response_url call
+# chat.postMessage answers that mean "not here" rather than "Slack failed": the response_url is the way, quietly.
+_NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+
+
+def slack_retry_handlers(backoff: float = 0.5) -> list[AsyncRetryHandler]:
+    """slack_sdk's own handlers: a 429 after its Retry-After, a refused or reset connection, a 500 or 503.
+
+    A timeout is not retried: Slack may have taken the message, and a second one would be a duplicate.
+    """
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
+    return [
+        AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RETRIES),
+        AsyncConnectionErrorRetryHandler(max_retry_count=SLACK_RETRIES, interval_calculator=interval),
+        AsyncServerErrorRetryHandler(max_retry_count=SLACK_RETRIES, interval_calculator=interval),
+    ]
+
+
+def _sdk_logger(name: str) -> logging.Logger:
+    """A logger for slack_sdk clients with its own level set: with none, slack_sdk logs every retry at INFO."""
+    logger = logging.getLogger(name)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(max(logging.getLogger("dispatch_bot").getEffectiveLevel(), logging.DEBUG))
+    return logger
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+# Bolt reads SLACK_BOT_TOKEN from the environment even when it is given a client, then warns that it will not use
+# it; by design it does not (authorize hands it the token per request), so a correct setup starts without it.
+_BOLT_TOKEN_WARNING = _DropMessage(warning_client_prioritized_and_token_skipped())
 
 
 # Slack's own markup in command text (should_escape: true): <@U1|name>, <#C1|name>, <!here>, <https://x|label>.
@@ -90,17 +142,70 @@ class SlackPeople:
         return found
 
 
+class SlackGroups:
+    """Reads the members of the user groups a policy names into its cache, before a command is decided.
+
+    The policy decides synchronously from that cache; a group Slack would not list is stored as a failure, which
+    refuses (never allows) the rules naming it. `@handle`s are turned into ids with usergroups.list.
+    """
+
+    def __init__(self, client: AsyncWebClient, policy: Policy) -> None:
+        self._client = client
+        self._policy = policy
+        self._lock = asyncio.Lock()  # a burst of commands asks Slack once
+
+    async def refresh(self) -> None:
+        cache = self._policy.groups
+        if not any(cache.stale(g) for g in self._policy.group_names()):
+            return
+        async with self._lock:
+            stale = [g for g in self._policy.group_names() if cache.stale(g)]
+            ids = {g: g for g in stale if not g.startswith("@")}
+            handles = [g for g in stale if g.startswith("@")]
+            if handles:
+                try:
+                    listed = await self._client.usergroups_list()
+                    by_handle = {
+                        str(g.get("handle", "")).casefold(): str(g.get("id", ""))
+                        for g in listed.get("usergroups") or []
+                    }
+                except Exception as exc:
+                    by_handle = {}
+                    for handle in handles:
+                        cache.store_failure(handle, f"usergroups.list: {_why(exc)}")
+                    handles = []
+                for handle in handles:
+                    if handle[1:].casefold() in by_handle:
+                        ids[handle] = by_handle[handle[1:].casefold()]
+                    else:
+                        cache.store_failure(handle, "no user group of this workspace has that handle")
+            for name, group_id in ids.items():
+                try:
+                    answer = await self._client.usergroups_users_list(usergroup=group_id)
+                    cache.store(name, frozenset(str(u) for u in answer.get("users") or []))
+                except Exception as exc:
+                    cache.store_failure(name, f"usergroups.users.list: {_why(exc)}")
+                    log.warning("could not read the members of user group %s: %s", name, _why(exc))
+
+
 class SlackTransport:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, timeout: float = SLACK_TIMEOUT, retry_backoff: float = 0.5) -> None:
+        """`timeout` bounds each Slack call; `retry_backoff` is the first pause before retrying a failed one."""
         self.runtime = runtime
         settings = runtime.settings
-        self.client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+        self.timeout = timeout
+        self.retry_backoff = retry_backoff
+        self._web_log = _sdk_logger("dispatch_bot.slack_api")
+        self.client = self.web_client(settings.slack_bot_token)
+        bolt_log = logging.getLogger("dispatch_bot.slack_bolt")
+        if _BOLT_TOKEN_WARNING not in bolt_log.filters:
+            bolt_log.addFilter(_BOLT_TOKEN_WARNING)
         self.app = AsyncApp(
             # Bolt gets a client without a token (authorize supplies it per request); ours posts messages.
-            client=AsyncWebClient(base_url=settings.slack_api_url),
+            client=self.web_client(),
             signing_secret=settings.slack_signing_secret,
             authorize=self._authorizer(),
-            logger=logging.getLogger("dispatch_bot.slack_bolt"),
+            logger=bolt_log,
         )
         self.app.command(settings.slack_command)(self._on_command)
         self.app.action("dispatch_stop")(self._on_button)
@@ -108,6 +213,8 @@ class SlackTransport:
         self.app.action("dispatch_again")(self._on_button)
         self.app.action("join_link")(self._on_link_opened)
         self.people = SlackPeople(self.client)
+        policy = settings.policy
+        self.groups = SlackGroups(self.client, policy) if policy is not None and policy.group_names() else None
         self.followups: set[asyncio.Task[None]] = set()
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
@@ -115,6 +222,16 @@ class SlackTransport:
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
+
+    def web_client(self, token: str | None = None) -> AsyncWebClient:
+        """A Web API client with slack_sdk's retry handlers, this transport's timeout and a quiet logger."""
+        return AsyncWebClient(
+            token=token,
+            base_url=self.runtime.settings.slack_api_url,
+            timeout=self.timeout,  # type: ignore[arg-type]  # seconds; aiohttp takes a float
+            retry_handlers=slack_retry_handlers(self.retry_backoff),
+            logger=self._web_log,
+        )
 
     def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
         token = self.runtime.settings.slack_bot_token
@@ -168,8 +285,10 @@ class SlackTransport:
         # The ack is already out. A bounded number of commands work at once, so that under a burst the acks of
         # the next requests are not starved of the event loop by the work of the previous ones.
         async with self._slots:
+            if self.groups is not None:  # the policy decides synchronously: its user groups are read first
+                await self.groups.refresh()
             reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
-            where = await self._deliver(reply, actor, response_url)
+            where = await self._deliver(reply, actor, text, response_url)
             supervisor = self.runtime.supervisor
             if (
                 supervisor is not None
@@ -181,21 +300,33 @@ class SlackTransport:
                 # Alerts about this dispatch's agent go in the thread of the message that announced it.
                 await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
         if reply.followup is not None:
-            task = asyncio.create_task(self._follow_up(reply, response_url, where))
+            task = asyncio.create_task(self._follow_up(reply, actor, text, response_url, where))
             self.followups.add(task)
             task.add_done_callback(self.followups.discard)
 
-    async def _follow_up(self, first: Reply, response_url: str, where: _Delivered | None) -> None:
+    async def _follow_up(
+        self, first: Reply, actor: Actor, command: str, response_url: str, where: _Delivered | None
+    ) -> None:
         assert first.followup is not None
         reply = await first.followup()
         text, blocks = to_slack(reply)
-        try:
-            if where is not None and where.ts:
+        failed: list[str] = []
+        if where is not None and where.ts:
+            try:
                 await self.client.chat_update(channel=where.channel, ts=where.ts, text=text, blocks=blocks)
-            else:
-                await self._respond(response_url, text, blocks, reply.visibility, replace_original=True)
-        except Exception as exc:  # Slack down: the audit row is already written
-            log.warning("could not update the reply in Slack: %s", _why(exc))
+                return
+            except Exception as exc:
+                failed.append(f"chat.update: {_why(exc)}")
+                # A new message under the old one: a response_url cannot replace a message the bot posted.
+                text, blocks = to_slack(_with_note(reply, not_updated_note(_why(exc))))
+        try:
+            await self._respond(response_url, text, blocks, reply.visibility, replace_original=not failed)
+        except Exception as exc:
+            failed.append(f"response URL: {_why(exc)}")
+            await self._record_delivery(actor, command, reply, failed, delivered=False)
+            return
+        if failed:
+            await self._record_delivery(actor, command, reply, failed, delivered=True)
 
     # --- supervision's messages (AlertPoster) ----------------------------------------------------------------
 
@@ -221,8 +352,10 @@ class SlackTransport:
 
     # --- delivery ----------------------------------------------------------------------------------------
 
-    async def _deliver(self, reply: Reply, actor: Actor, response_url: str) -> _Delivered | None:
+    async def _deliver(self, reply: Reply, actor: Actor, command: str, response_url: str) -> _Delivered | None:
+        """Post the reply; when Slack fails, the response_url with a note, and an audit row saying what failed."""
         text, blocks = to_slack(reply)
+        failed: list[str] = []
         if reply.visibility == "in_channel" and actor.channel_id:
             # A channel message the follow-up can edit; where the bot may not post, the response_url instead.
             try:
@@ -231,23 +364,60 @@ class SlackTransport:
                 )
                 return _Delivered(str(posted.get("channel", actor.channel_id)), str(posted.get("ts", "")))
             except Exception as exc:
-                log.info("chat.postMessage failed (%s); replying through response_url", _why(exc))
+                why = _why(exc)
+                if _error_code(exc) in _NOT_HERE:
+                    log.info("chat.postMessage: %s; replying through response_url", why)
+                else:
+                    failed.append(f"chat.postMessage: {why}")
+                    text, blocks = to_slack(_with_note(reply, not_posted_note(why)))
         try:
             await self._respond(response_url, text, blocks, reply.visibility, replace_original=False)
-        except Exception as exc:  # Slack down: the audit row is already written
-            log.warning("could not deliver the reply to Slack: %s", _why(exc))
+        except Exception as exc:
+            failed.append(f"response URL: {_why(exc)}")
+            await self._record_delivery(actor, command, reply, failed, delivered=False)
             return None
+        if failed:
+            await self._record_delivery(actor, command, reply, failed, delivered=True)
         return _Delivered()
+
+    async def _record_delivery(
+        self, actor: Actor, command: str, reply: Reply, failed: list[str], *, delivered: bool
+    ) -> None:
+        """An audit row for a reply Slack did not take as sent: the command's own row is already written."""
+        how = "delivered through the response URL" if delivered else "the person was not told"
+        detail = f"reply to {reply.action or 'the command'} ({reply.outcome}): {'; '.join(failed)}; {how}"
+        (log.info if delivered else log.warning)("Slack delivery: %s", detail)
+        entry = AuditRecord(
+            actor=actor,
+            raw_text=command.strip()[:2000],
+            action="delivery",
+            outcome="ok" if delivered else "error",
+            agent=reply.agent,
+            room=reply.room,
+            dispatch_id=reply.dispatch_id,
+            detail=detail,
+        )
+        try:
+            await self.runtime.audit.record(entry)
+        except AuditError as exc:
+            log.error("audit write failed: %s", exc)
 
     async def _respond(
         self, url: str, text: str, blocks: list[dict[str, Any]], visibility: str, *, replace_original: bool
     ) -> None:
-        """POST to a response_url over one shared HTTP session (no new connection per reply)."""
+        """POST to a response_url over one shared HTTP session (no new connection per reply), retried as the Web
+        API is."""
         if not url:
-            raise SlackDeliveryError("no response_url")
+            raise SlackDeliveryError("no response URL")
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        response = await AsyncWebhookClient(url, session=self._http).send(
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        webhook = AsyncWebhookClient(
+            url,
+            session=self._http,
+            retry_handlers=slack_retry_handlers(self.retry_backoff),
+            logger=self._web_log,
+        )
+        response = await webhook.send(
             text=text, blocks=blocks, response_type=visibility, replace_original=replace_original
         )
         if response.status_code != 200:
@@ -276,10 +446,7 @@ class SlackTransport:
         return application
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
-        settings = self.runtime.settings
-        return AsyncSocketModeHandler(
-            self.app, settings.slack_app_token, web_client=AsyncWebClient(base_url=settings.slack_api_url)
-        )
+        return AsyncSocketModeHandler(self.app, self.runtime.settings.slack_app_token, web_client=self.web_client())
 
     async def drain(self, followup_grace: float | None = None) -> None:
         """Wait for the commands still running, then for their follow-ups (at most `followup_grace` seconds,
@@ -304,19 +471,25 @@ class SlackTransport:
         settings = self.runtime.settings
         checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("SLACK_BOT_TOKEN", self.client.auth_test)]
         if socket_mode:
-            app_client = AsyncWebClient(base_url=settings.slack_api_url)
+            app_client = self.web_client()
             token = settings.slack_app_token
             checks.append(("SLACK_APP_TOKEN", lambda: app_client.apps_connections_open(app_token=token)))
         for name, call in checks:
             try:
                 await call()
             except SlackApiError as exc:
+                if _error_code(exc) and getattr(exc.response, "status_code", 0) == 200:  # Slack's own verdict
+                    raise SlackSetupError(
+                        f"Slack rejected {name} ({_why(exc)}): copy it again from the Slack app's settings."
+                    ) from None
                 raise SlackSetupError(
-                    f"Slack rejected {name} ({_why(exc)}): copy it again from the Slack app's settings."
+                    f"Slack's Web API at {settings.slack_api_url} answered {_why(exc)} instead of Slack's answer: "
+                    "Slack (or a proxy in front of it) is failing, or SLACK_API_URL points elsewhere; try again "
+                    "later or fix SLACK_API_URL."
                 ) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise SlackSetupError(
-                    f"Cannot reach Slack at {settings.slack_api_url} ({type(exc).__name__}): check the network "
+                    f"Cannot reach Slack at {settings.slack_api_url} ({_why(exc)}): check the network "
                     "and SLACK_API_URL."
                 ) from None
 
@@ -329,9 +502,41 @@ class SlackDeliveryError(Exception):
     """A reply Slack did not take."""
 
 
+def _error_code(exc: BaseException) -> str:
+    """Slack's `error` in an `{"ok": false}` answer; "" when the answer was not Slack's JSON (a proxy's page)."""
+    if not isinstance(exc, SlackApiError):
+        return ""
+    data = getattr(exc.response, "data", None)  # a str for text/plain, absent when the JSON did not parse
+    return str(data.get("error") or "") if isinstance(data, dict) else ""
+
+
 def _why(exc: BaseException) -> str:
+    """A failed Slack call in a few words: Slack's error code, the HTTP status, or what the network did."""
     if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "error"))
+        status = getattr(exc.response, "status_code", None) or getattr(exc.response, "status", None)
+        code = _error_code(exc)
+        if code:
+            return code if status in (None, 200) else f"HTTP {status}, {code}"
+        return f"HTTP {status}" if status else "an answer that is not Slack's"
     if isinstance(exc, SlackDeliveryError):
         return str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "could not connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return "the connection was closed without an answer"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
     return type(exc).__name__
+
+
+def not_posted_note(why: str) -> Text:
+    return Text("_Slack would not post this in the channel ({why}), so it came as the command's reply._", {"why": why})
+
+
+def not_updated_note(why: str) -> Text:
+    return Text("_Slack would not update the message above ({why}), so the result is here._", {"why": why})
+
+
+def _with_note(reply: Reply, note: Text) -> Reply:
+    """The reply with one more line saying how it arrived (rendered within Slack's limits like the rest)."""
+    return dataclasses.replace(reply, lines=[*reply.lines, note])

@@ -62,6 +62,8 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
     agent = ctx.resolve_agent(agent_word)
     ctx.note(agent=agent.name)
     ctx.authorize("dispatch", agent=agent.name, room=room)
+    if force:
+        ctx.authorize("force", agent=agent.name, room=room)
     check_dispatchable(agent)
     label = messages.agent_label(agent.name, agent.alias)
     base = Reply("ok", [], action="dispatch", agent=agent.name, room=room)

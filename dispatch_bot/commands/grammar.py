@@ -101,6 +101,12 @@ def check_room(room: str) -> str:
     bad = _bad_character(room)
     if bad:
         raise GrammarError(f"The room name contains a space, control or invisible character ({bad}).")
+    normal = unicodedata.normalize("NFKC", room)
+    if normal != room:  # ｐｒｏｄ-main would be a different room that a policy pattern for prod-* did not see
+        raise GrammarError(
+            f"The room name {room} uses look-alike characters (fullwidth letters, ligatures or the like); "
+            f"write it as {normal}."
+        )
     return room
 
 

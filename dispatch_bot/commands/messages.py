@@ -738,3 +738,21 @@ def keep_gave_up(agent: str, room: str, retries: int) -> list[Text]:
 
 def rule_dispatch_intro(rule: str, room: str) -> Text:
     return text("Rule *{rule}*: *{room}* started.", rule=rule, room=room)
+
+
+# --- Slack user groups in the policy ---------------------------------------------------------------------------
+
+
+def group_unreadable(action: str, agent: str, room: str, group: str, why: str) -> Text:
+    what = text("{action}", action=action)
+    if agent:
+        what = text("{action} *{agent}*", action=action, agent=agent)
+    if room:
+        what = Text(what.template + " in *{room}*", {**what.values, "room": room})
+    return Text(
+        ":no_entry_sign: You may not "
+        + what.template
+        + " now: the policy decides by the user group {group}, and Slack would not say who is in it ({why}). "
+        "Nothing was done; try again in a minute.",
+        {**what.values, "group": group, "why": why},
+    )

@@ -266,7 +266,7 @@ class AgentCatalogView(Protocol):
     def snapshot(self) -> CatalogSnapshot: ...
 
 
-ACTIONS = ("dispatch", "stop", "link", "list", "rooms", "agents", "audit", "rules")
+ACTIONS = ("dispatch", "force", "stop", "link", "list", "rooms", "agents", "audit", "rules")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ hand out `fake.new_response_url()` as a slash command's response_url, and let sl
 `SocketModeClient` (what bolt's `AsyncSocketModeHandler` uses) connect through `apps.connections.open`.
 Everything the bot sends is recorded (`web_calls`, `responses`, `socket_acks`); the `wait_for_*` helpers are
 event-driven (an `asyncio.Condition`), never polling.
+
+`fail(method, Failure...)` makes one Web API method (or `RESPONSE_URL`, every response_url post) answer as a
+failing Slack or a proxy in front of it does: a 5xx in text/plain or HTML, `{"ok": false}`, a 429 with
+`Retry-After`, a connection reset, or no answer at all (until `release()` or stop). A refused connection is an
+address where nothing listens: `refused_url`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import copy
 import itertools
 import json
 import logging
+import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -39,6 +46,53 @@ _JSON_STRING_FIELDS = ("blocks", "attachments", "user_auth_blocks", "metadata")
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open", "auth.test"})
 
 
+# `fail()` on this name makes every POST to a response_url fail.
+RESPONSE_URL = "response_url"
+
+FailureKind = Literal["http", "not_ok", "rate_limit", "reset", "stall"]
+
+
+@dataclass
+class Failure:
+    """How one method fails: build it with the class methods below."""
+
+    kind: FailureKind
+    status: int = 200
+    content_type: str = "application/json"
+    body: str = ""
+    retry_after: int = 0
+    times: int | None = None  # how many calls fail before the method works again; None: until cleared
+
+    @classmethod
+    def plain(cls, status: int = 502, *, times: int | None = None) -> Failure:
+        """A proxy's or load balancer's error page in text/plain."""
+        return cls("http", status, "text/plain", f"{status} Bad Gateway\n", times=times)
+
+    @classmethod
+    def html(cls, status: int = 503, *, times: int | None = None) -> Failure:
+        page = f"<html><head><title>{status} Service Unavailable</title></head><body><h1>{status}</h1></body></html>"
+        return cls("http", status, "text/html", page, times=times)
+
+    @classmethod
+    def not_ok(cls, error: str = "fatal_error", *, times: int | None = None) -> Failure:
+        return cls("not_ok", 200, body=json.dumps({"ok": False, "error": error}), times=times)
+
+    @classmethod
+    def rate_limited(cls, retry_after: int = 1, *, times: int | None = 1) -> Failure:
+        body = json.dumps({"ok": False, "error": "ratelimited"})
+        return cls("rate_limit", 429, body=body, retry_after=retry_after, times=times)
+
+    @classmethod
+    def reset(cls, *, times: int | None = None) -> Failure:
+        """The connection is closed before any answer (what a restarting proxy does)."""
+        return cls("reset", times=times)
+
+    @classmethod
+    def stall(cls, *, times: int | None = None) -> Failure:
+        """No answer until `release()` (or stop): the client's timeout decides."""
+        return cls("stall", times=times)
+
+
 @dataclass
 class WebCall:
     """One Web API call as the fake received it."""
@@ -46,7 +100,8 @@ class WebCall:
     method: str
     params: dict[str, Any]
     token: str | None
-    status: int = 200  # HTTP status the fake answered with (503 while `down`)
+    status: int = 200  # HTTP status the fake answered with (503 while `down`; 0: reset or stalled)
+    received_at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -55,7 +110,8 @@ class ResponsePost:
 
     url: str
     body: dict[str, Any]
-    status: int = 200  # HTTP status the fake answered with (503 while `down`)
+    status: int = 200  # HTTP status the fake answered with (503 while `down`; 0: reset or stalled)
+    received_at: float = 0.0
 
 
 def _default_users() -> dict[str, dict[str, Any]]:
@@ -103,12 +159,18 @@ class FakeSlack:
         self.responses: list[ResponsePost] = []
         self.socket_acks: list[dict[str, Any]] = []
         self.users: dict[str, dict[str, Any]] = _default_users()
+        # User groups by id: {"id": "S…", "handle": "oncall", "name": …, "users": ["U…", …]}; see `add_usergroup`.
+        self.usergroups: dict[str, dict[str, Any]] = {}
         self.down: bool = False
         self.not_in_channel: set[str] = set()
         # method -> JSON answered instead of the built-in behaviour (still recorded and token-checked).
         self.overrides: dict[str, dict[str, Any]] = {}
         # Total Socket Mode connections accepted so far (reconnects included).
         self.socket_connect_count: int = 0
+        # method (or RESPONSE_URL) -> how it fails now; see `fail()`.
+        self.failures: dict[str, Failure] = {}
+        self._release = asyncio.Event()
+        self._refused_port: int | None = None
 
         self._changed = asyncio.Condition()
         self._ts_counter = itertools.count(1)
@@ -132,8 +194,10 @@ class FakeSlack:
         await site.start()
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        self._release = asyncio.Event()
 
     async def stop(self) -> None:
+        self._release.set()
         for ws in list(self._sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"fake slack shutting down")
         if self._runner is not None:
@@ -167,6 +231,69 @@ class FakeSlack:
 
     def new_response_url(self) -> str:
         return f"{self.base_url}/response/{next(self._response_counter)}"
+
+    @property
+    def refused_url(self) -> str:
+        """An address on this host where nothing listens: connecting to it is refused."""
+        if self._refused_port is None:
+            with socket.socket() as probe:  # bound and closed at once, so the port is free and nobody accepts
+                probe.bind(("127.0.0.1", 0))
+                self._refused_port = int(probe.getsockname()[1])
+        return f"http://127.0.0.1:{self._refused_port}/api/"
+
+    def add_usergroup(self, group_id: str, handle: str, users: list[str]) -> None:
+        self.usergroups[group_id] = {
+            "id": group_id,
+            "team_id": TEAM_ID,
+            "is_usergroup": True,
+            "name": handle.title(),
+            "handle": handle,
+            "date_delete": 0,
+            "users": list(users),
+            "user_count": len(users),
+        }
+
+    # ------------------------------------------------------------------ failures
+
+    def fail(self, method: str, failure: Failure) -> None:
+        """Make `method` (a Web API method, or RESPONSE_URL) fail as `failure` says."""
+        self.failures[method] = failure
+
+    def heal(self, method: str | None = None) -> None:
+        """Stop failing `method` (every method when None), and let stalled calls finish."""
+        if method is None:
+            self.failures.clear()
+        else:
+            self.failures.pop(method, None)
+        self.release()
+
+    def release(self) -> None:
+        self._release.set()
+        self._release = asyncio.Event()
+
+    def _take_failure(self, method: str) -> Failure | None:
+        failure = self.failures.get(method)
+        if failure is None:
+            return None
+        if failure.times is not None:
+            failure.times -= 1
+            if failure.times <= 0:
+                del self.failures[method]
+        return failure
+
+    async def _failed_answer(self, request: web.Request, failure: Failure) -> web.Response | None:
+        """The answer for a failing call, or None when the call is stalled and then released."""
+        if failure.kind == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
+        if failure.kind == "stall":
+            await self._release.wait()
+            return None
+        headers = {"Retry-After": str(failure.retry_after)} if failure.kind == "rate_limit" else None
+        return web.Response(
+            status=failure.status, body=failure.body.encode(), content_type=failure.content_type, headers=headers
+        )
 
     # ------------------------------------------------------------------ queries and waits
 
@@ -325,6 +452,19 @@ class FakeSlack:
     async def _handle_response(self, request: web.Request) -> web.Response:
         url = f"{self.base_url}{request.path}"
         raw = await request.text()
+        failure = None if self.down else self._take_failure(RESPONSE_URL)
+        if failure is not None:
+            post = ResponsePost(url=url, body={"raw": raw}, status=0, received_at=time.monotonic())
+            with contextlib.suppress(ValueError):
+                post.body = json.loads(raw)
+            post.status = 0 if failure.kind in ("reset", "stall") else failure.status
+            self.responses.append(post)
+            await self._notify()
+            answer = await self._failed_answer(request, failure)
+            if answer is not None:
+                return answer
+            post.status = 200  # released from a stall: taken as it would have been
+            return web.Response(text="ok")
         body: dict[str, Any]
         status = 503 if self.down else 200
         try:
@@ -341,7 +481,7 @@ class FakeSlack:
         else:
             body = {"raw": raw}
             status = 503 if self.down else 400
-        self.responses.append(ResponsePost(url=url, body=body, status=status))
+        self.responses.append(ResponsePost(url=url, body=body, status=status, received_at=time.monotonic()))
         await self._notify()
         if status == 503:
             return web.Response(status=503, text="service_unavailable")
@@ -362,8 +502,16 @@ class FakeSlack:
         if token is None and isinstance(body_token, str) and body_token:
             token = body_token
 
-        call = WebCall(method=method, params=params, token=token)
+        call = WebCall(method=method, params=params, token=token, received_at=time.monotonic())
         self.web_calls.append(call)
+        failure = None if self.down else self._take_failure(method)
+        if failure is not None:
+            call.status = 0 if failure.kind in ("reset", "stall") else failure.status
+            await self._notify()
+            answer = await self._failed_answer(request, failure)
+            if answer is not None:
+                return answer
+            call.status = 200  # released from a stall: it answers as it would have
         if self.down:
             call.status = 503
             result: dict[str, Any] = {"ok": False, "error": "service_unavailable"}
@@ -428,6 +576,8 @@ class FakeSlack:
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "users.info": self._users_info,
+            "usergroups.list": self._usergroups_list,
+            "usergroups.users.list": self._usergroups_users_list,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -501,6 +651,16 @@ class FakeSlack:
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": copy.deepcopy(user)}
+
+    def _usergroups_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        groups = [{k: v for k, v in g.items() if k != "users"} for g in self.usergroups.values()]
+        return {"ok": True, "usergroups": copy.deepcopy(groups)}
+
+    def _usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = self.usergroups.get(str(params.get("usergroup", "")))
+        if group is None:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(group["users"])}
 
     def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         ticket = uuid.uuid4()
