@@ -14,13 +14,14 @@ process and event loop; the load generator of bench/ack_latency.py runs in a thi
 127.0.0.1. Every figure is the median over rounds (targets alternate round by round: baseline, bot, baseline, ...),
 with the spread (min..max over rounds) next to it, and a ratio against the baseline measured in the same run.
 
-* throughput: signed webhooks (protojson participant_joined / participant_left events of people in the rooms
-  the bot watches, each with its own id, signed with tests/fakes' `sign_webhook` as the server signs them) sent
-  by the load generator at a fixed concurrency to the bot's `POST /livekit/webhook` and, as the baseline, to a
-  bare aiohttp handler that only calls livekit-api's `WebhookReceiver.receive` and answers 200. Same bodies, same
-  client. Reported: webhooks per second, bot/bare (goal >= 0.7). The bot answers 200 at once and handles each
-  event after (dedup by id, a look at the room); how long after a round's last answer until everything was
-  handled (`supervisor.settled()`) is reported separately.
+* throughput: signed webhooks (protojson participant_joined / participant_left events in the rooms the bot
+  watches: a person 4 times in 5, else an agent the bot does not watch; each with its own id, signed with
+  tests/fakes' `sign_webhook` as the server signs them) sent by the load generator at a fixed concurrency to
+  the bot's `POST /livekit/webhook` and, as the baseline, to a bare aiohttp handler that only calls
+  livekit-api's `WebhookReceiver.receive` and answers 200. Same bodies, same client. Reported: webhooks per
+  second, bot/bare (goal >= 0.7). The bot answers 200 at once and handles each event after (dedup by id, a look
+  at the room); how long after a round's last answer until everything was handled (`supervisor.settled()`),
+  and the LiveKit calls those looks made, are reported separately.
 * latency: N rooms, each with a person and an agent the bot dispatched (a slash command) and watches; one room at
   a time, the stage makes the agent leave (CONNECTION_TIMEOUT), which sends the participant_left webhook to the
   bot, and times, on the stage's clock, from that moment until the Slack stand-in has received the alert's
@@ -87,6 +88,7 @@ API_SECRET = "secret"
 SIGNING_SECRET = "bench-signing-secret"
 BOT_TOKEN = "xoxb-bench-token"
 AGENT = "speech-processing"  # what the default alias `captions` resolves to
+NOTETAKER = "notetaker"  # an agent the bot does not watch, coming and going in the throughput section
 WAIT = 120.0  # seconds any one wait may take before the bench gives up (it must stop by itself)
 TARGET_THROUGHPUT_RATIO = 0.7
 TARGET_ALERT_S = 3.0
@@ -357,14 +359,19 @@ def environment(generator: LoadGenerator | None) -> dict[str, Any]:
 
 
 def webhook_shots(rooms: Sequence[str], count: int, start: int) -> list[Shot]:
-    """People joining and leaving the rooms, as the server sends those events: protojson, signed, own ids."""
+    """Someone joins a room, then leaves it: a person 4 times in 5, else an agent the bot does not watch. As the
+    server sends those events: protojson, signed, each with its own id."""
     shots: list[Shot] = []
     now = int(time.time())
     for i in range(start, start + count):
-        room = rooms[i % len(rooms)]
-        identity = f"guest-{i // 2}"
+        pair = i // 2  # events 2k and 2k+1: the same participant joins, then leaves, the same room
+        room = rooms[pair % len(rooms)]
+        agent = pair % 5 == 4
+        identity = f"agent-AJ_bench{pair:06d}" if agent else f"guest-{pair}"
         participant = ParticipantInfo(
-            sid=f"PA_bench{i // 2:08d}", identity=identity, name=identity, kind=ParticipantInfo.STANDARD,
+            sid=f"PA_bench{pair:08d}", identity=identity, name=identity,
+            kind=ParticipantInfo.AGENT if agent else ParticipantInfo.STANDARD,
+            attributes={"lk.agent_name": NOTETAKER} if agent else {},
             state=ParticipantInfo.ACTIVE if i % 2 == 0 else ParticipantInfo.DISCONNECTED, joined_at=now,
         )  # fmt: skip
         event = WebhookEvent(
@@ -453,7 +460,8 @@ def throughput_table(report: dict[str, Any]) -> list[str]:
     cfg = report["config"]
     lines = [
         f"1. signed webhooks per second: {cfg['requests']} per round x {cfg['rounds']} rounds, "
-        f"{cfg['concurrency']} concurrent, people joining/leaving {cfg['watched_rooms']} watched rooms",
+        f"{cfg['concurrency']} concurrent, people (4/5) and an unwatched agent (1/5) "
+        f"joining/leaving {cfg['watched_rooms']} watched rooms",
         f"{'target':<8}{'round':>6}{'webhooks/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'settled s':>11}"
         "  LiveKit calls after the acks",
     ]
