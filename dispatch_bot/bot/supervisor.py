@@ -49,6 +49,7 @@ RECENT_EVENT_IDS = 4096  # webhook ids remembered in memory (the database rememb
 WORKERS = 4  # rooms reconciled at once
 LEAVING_EVENTS = ("participant_left", "participant_connection_aborted")
 ROOM_EVENTS = ("room_started", "room_finished", "participant_joined", *LEAVING_EVENTS)
+PARTICIPANT_EVENTS = ("participant_joined", *LEAVING_EVENTS)
 
 
 class AlertPoster(Protocol):
@@ -215,6 +216,8 @@ class Supervisor:
                 self._end()
 
     async def _on_event(self, event: RoomEvent) -> None:
+        if event.event in PARTICIPANT_EVENTS and event.participant is not None and not event.participant.is_agent:
+            return  # a person coming or going changes no watch; agents' events, timers and polls do
         if event.id:
             if event.id in self._recent:
                 return
