@@ -560,16 +560,17 @@ class WatchStore:
             raise self._failed(exc) from None
         return {w.dispatch_id: w for w in map(_watch, rows)}
 
-    async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> None:
-        """A waiting watch whose agent was seen in the room: present, as that identity."""
+    async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> list[int]:
+        """A waiting watch whose agent was seen in the room: present, as that identity. Returns the watches' ids."""
         try:
-            await self._db.execute(
+            rows = await self._db.execute_fetchall(
                 "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
-                "WHERE room = ? AND dispatch_id = ? AND state = 'waiting'",
+                "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
                 (identity, now, room, dispatch_id),
             )
         except sqlite3.Error as exc:
             raise self._failed(exc) from None
+        return [int(r[0]) for r in rows]
 
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
         try:

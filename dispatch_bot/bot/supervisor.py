@@ -110,7 +110,10 @@ class Supervisor:
         return await self.store.history(room)
 
     async def seen(self, room: str, dispatch_id: str, identity: str) -> None:
-        await self.store.mark_seen(room, dispatch_id, identity, time.time())
+        for watch_id in await self.store.mark_seen(room, dispatch_id, identity, time.time()):
+            timer = self._timers.pop(watch_id, None)  # its follow-up deadline needs no look now
+            if timer is not None:
+                timer.cancel()
 
     async def wait_change(self, room: str, timeout: float) -> None:
         event = self._changed.setdefault(room, asyncio.Event())
