@@ -479,6 +479,7 @@ class WatchStore:
     def __init__(self, store: AuditStore) -> None:
         self._store = store
         self._db = store._db
+        self._inserted = 0
 
     def _failed(self, exc: BaseException) -> AuditError:
         return AuditError(f"The supervision state in {self._store.path} could not be used: {_describe(exc)}.")
@@ -588,7 +589,8 @@ class WatchStore:
                 "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (event_id, now),
             )
-            if rows and int(now) % 64 == 0:  # now and then, forget the oldest beyond the bound
+            self._inserted += bool(rows)
+            if self._inserted % 1000 == 0 and rows:  # every thousandth id, forget the oldest beyond the bound
                 await self._db.execute(
                     "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
                     "ORDER BY received DESC LIMIT 1 OFFSET ?)",

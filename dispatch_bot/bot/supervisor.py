@@ -230,6 +230,7 @@ class Supervisor:
             if not await self.store.first_delivery(event.id, time.time()):
                 return  # handled before a restart
         if event.event not in ROOM_EVENTS or not event.room:
+            log.debug("webhook %s ignored: supervision has no use for it", event.event)
             return
         agent = event.participant if event.participant is not None and event.participant.is_agent else None
         if event.event in LEAVING_EVENTS and agent is not None:
