@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from types import SimpleNamespace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -20,6 +24,7 @@ from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, Par
 from ..commands.ports import JobStatus as JobStatusName
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # LiveKit's dev secret ("secret") is short; PyJWT would warn on every call. `dispatch-bot check` says so instead.
 warnings.filterwarnings("ignore", message=".*HMAC key.*", category=UserWarning)
@@ -101,6 +106,17 @@ class WebhookIgnored(Exception):
     """A verified webhook the bot has no use for, or one that does not parse: answer 2xx or 4xx and log one line."""
 
 
+# The Retry-After of the last answer this task received: livekit-api's error does not carry headers.
+_RETRY_AFTER: ContextVar[float | None] = ContextVar("retry_after", default=None)
+
+
+async def _note_retry_after(
+    _session: aiohttp.ClientSession, _context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+) -> None:
+    value = params.response.headers.get("Retry-After", "")
+    _RETRY_AFTER.set(float(value) if value.strip().isdigit() else None)
+
+
 def public_url(url: str) -> str:
     """The server URL without any credentials that may sit in its userinfo."""
     parts = urlsplit(url)
@@ -120,48 +136,64 @@ class LiveKitGateway:
         self._api_secret = api_secret
         self._timeout = timeout
         self._api: api.LiveKitAPI | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> api.LiveKitAPI:
         # LiveKitAPI opens an aiohttp session, so it is made on first use inside the running loop.
         if self._api is None:
-            self._api = api.LiveKitAPI(
-                self._server_url,
-                self._api_key,
-                self._api_secret,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            trace = aiohttp.TraceConfig()
+            trace.on_request_end.append(_note_retry_after)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout), trace_configs=[trace]
             )
+            self._api = api.LiveKitAPI(self._server_url, self._api_key, self._api_secret, session=self._session)
         return self._api
 
     async def aclose(self) -> None:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _room_listed(self, room: str) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client().room.list_rooms(api.ListRoomsRequest(names=[room]))
+        except (api.ServerError, aiohttp.ClientError, TimeoutError, DecodeError):
+            return False
+        return any(r.name == room for r in response.rooms)
 
     async def get_room(self, room: str) -> RoomInfo | None:
-        response = await self._call(self._client().room.list_rooms(api.ListRoomsRequest(names=[room])), room)
+        response = await self._call(lambda: self._client().room.list_rooms(api.ListRoomsRequest(names=[room])), room)
         return next((_room(r) for r in response.rooms if r.name == room), None)
 
     async def list_rooms(self) -> list[RoomInfo]:
-        response = await self._call(self._client().room.list_rooms(api.ListRoomsRequest()), "")
+        response = await self._call(lambda: self._client().room.list_rooms(api.ListRoomsRequest()), "")
         return sorted((_room(r) for r in response.rooms), key=lambda r: r.name)
 
     async def list_dispatches(self, room: str) -> list[DispatchInfo]:
-        found = await self._call(self._client().agent_dispatch.list_dispatch(room), room)
+        found = await self._call(lambda: self._client().agent_dispatch.list_dispatch(room), room)
         return [_dispatch(d) for d in found]
 
     async def get_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo | None:
-        found = await self._call(self._client().agent_dispatch.get_dispatch(dispatch_id, room), room)
+        found = await self._call(lambda: self._client().agent_dispatch.get_dispatch(dispatch_id, room), room)
         return _dispatch(found) if found is not None else None
 
     async def create_dispatch(self, agent_name: str, room: str, metadata: str) -> DispatchInfo:
         request = api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
-        return _dispatch(await self._call(self._client().agent_dispatch.create_dispatch(request), room))
+        return _dispatch(await self._call(lambda: self._client().agent_dispatch.create_dispatch(request), room))
 
     async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo:
-        return _dispatch(await self._call(self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room))
+        return _dispatch(
+            await self._call(lambda: self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room)
+        )
 
     async def list_participants(self, room: str) -> list[Participant]:
-        response = await self._call(self._client().room.list_participants(api.ListParticipantsRequest(room=room)), room)
+        response = await self._call(
+            lambda: self._client().room.list_participants(api.ListParticipantsRequest(room=room)), room
+        )
         return [_participant(p) for p in response.participants]
 
     def webhook_event(self, body: str, authorization: str) -> RoomEvent:
@@ -200,13 +232,24 @@ class LiveKitGateway:
             token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=a) for a in agents]))
         return token.to_jwt()
 
-    async def _call(self, call: Awaitable[T], room: str) -> T:
+    async def _call(self, call: Callable[[], Awaitable[T]], room: str) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
         try:
             # livekit-api 1.2.2 passes timeout=None per request, which disables the session's timeout: bound it here.
-            async with asyncio.timeout(self._timeout):
-                return await call
+            async with asyncio.timeout_at(deadline):
+                try:
+                    return await call()
+                except api.ServerError as exc:
+                    wait = self._retry_wait(exc)
+                    if wait is None or loop.time() + wait >= deadline:
+                        raise
+                    # A 429, or a proxy's 503 that says when to come back: once, within this call's time budget.
+                    log.info("LiveKit answered HTTP %d; trying again in %.1f s", exc.status, wait)
+                    await asyncio.sleep(wait)
+                    return await call()
         except api.ServerError as exc:
-            raise self._server_error(exc, room) from None
+            raise await self._server_error(exc, room) from None
         except TimeoutError:
             raise BackendError(
                 "timeout", f"The LiveKit server at {self.url} did not answer within {self._timeout:g} s."
@@ -228,10 +271,49 @@ class LiveKitGateway:
                 "OpenVidu server (its API port, not a web page in front of it)?",
             ) from None
 
-    def _server_error(self, exc: api.ServerError, room: str) -> BackendError:
+    @staticmethod
+    def _retry_wait(exc: api.ServerError) -> float | None:
+        """Seconds to wait before the one retry a 429 (or a 503 with Retry-After) gets; None: no retry."""
+        retry_after = _RETRY_AFTER.get()
+        if exc.status == 429:
+            return retry_after if retry_after is not None else 1.0
+        if exc.status == 503 and exc.code != "unavailable" and retry_after is not None:
+            return retry_after
+        return None
+
+    async def _server_error(self, exc: api.ServerError, room: str) -> BackendError:
         message = (exc.message or "").removeprefix(_TWIRP_PREFIX)[:200]
         status, code = exc.status, exc.code
+        twirp = code != "unknown" or bool(message)  # LiveKit's own JSON error, not a proxy's page
         kind: ErrorKind
+        if code == "unavailable" and room:
+            # Only the server's own "no response from servers" for a room ListRooms does not show means not running.
+            if await self._room_listed(room):
+                return BackendError(
+                    "server",
+                    f"The LiveKit node holding room {room} did not answer (LiveKit: {message or 'unavailable'}); "
+                    "try again in a moment.",
+                )
+            return BackendError("not_running", f"Room {room} is not running (LiveKit: no server holds it).")
+        if not twirp and status >= 500:
+            reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
+            if status == 501:
+                return BackendError(
+                    "server",
+                    f"The server at {self.url} answered HTTP 501 ({reason}), not as LiveKit does: is LIVEKIT_URL your "
+                    "LiveKit or OpenVidu server (its API port)?",
+                )
+            return BackendError(
+                "server",
+                f"The LiveKit server at {self.url}, or a proxy in front of it, failed with HTTP {status} ({reason}); "
+                "try again shortly, and check the server if it goes on.",
+            )
+        if status == 429:
+            return BackendError(
+                "limit",
+                f"The LiveKit server at {self.url}, or a proxy in front of it, is limiting the bot's requests "
+                "(HTTP 429) and the one retry did not fit in the time allowed; try again in a minute.",
+            )
         if status == 401 and code == "unknown":
             # The plain-text 401: the signature or key did not verify.
             kind, sentence = (
@@ -248,7 +330,7 @@ class LiveKitGateway:
                 "on that server.",
             )
         elif code == "unavailable" or status == 503:
-            kind, sentence = "not_running", f"Room {room} is not running (LiveKit: no server holds it)."
+            kind, sentence = "server", f"The LiveKit server at {self.url} is unavailable: {message or code}."
         elif code == "not_found":
             kind, sentence = (
                 "not_found",
