@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from dispatch_bot.bot.audit_store import AuditStore
+from dispatch_bot.bot.console import run_once
+from dispatch_bot.bot.runtime import Runtime
 from dispatch_bot.commands.ports import Actor, AuditRecord
 from tests.conftest import BotUnderTest, all_text, read_audit
 from tests.fakes.livekit_server import FakeLiveKit
@@ -135,7 +137,7 @@ async def test_time_falls_back_to_utc_when_slack_cannot_say(abot: BotUnderTest, 
         ("limit:0", "limit:0 is out of range; use a number from 1 to 100."),
         ("limit:101", "use a number from 1 to 100"),
         ("user:alice", "user:alice is not a person; write user:@alice"),
-        ("outcome:fine", "outcome:fine is not an outcome; use one of ok, noop, denied, invalid, error."),
+        ("outcome:fine", "outcome:fine is not an outcome; use one of ok, noop, denied, invalid, error, interrupted."),
         ("room:r1 room:r2", "The filter room: is given twice."),
         ("agent:", "agent: needs a value"),
     ],
@@ -345,17 +347,31 @@ async def test_cli_numbers_that_do_not_fit(make_settings: Any, tmp_path: Path) -
         assert code == 2 and err.startswith("dispatch-bot: ") and "Traceback" not in err, err
 
 
-async def test_a_read_only_database_is_said_and_a_link_is_withheld(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
+async def test_a_read_only_database_is_said_and_nothing_is_done(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
     await bot.reply("help")
     await bot.runtime.audit._db.execute("PRAGMA query_only = ON")  # the file turns read-only under the bot
-    body = await bot.reply("link my-room captions")
-    text = all_text(body)
-    assert "This was not recorded in the audit log: Writing to the audit database" in text
-    assert "attempt to write a readonly database" in text
-    assert "The join link was withheld" in text
-    assert not any(b["type"] == "actions" for b in body["blocks"]) and "token=" not in json.dumps(body)
-    text = all_text(await bot.reply("list my-room"))
-    assert "is not running" in text and "This was not recorded in the audit log" in text
+    # A command that cannot be recorded as received is not acknowledged as taken: the ack says why.
+    result = await bot.command("link my-room captions")
+    assert result.status == 200
+    assert "Nothing was done: Writing to the audit database" in result.body
+    assert "attempt to write a readonly database" in result.body and "token=" not in result.body
+    assert livekit.requests == []
+    assert [r.url for r in bot.slack.responses] == [bot.slack.responses[0].url]  # only help's answer
+
+
+async def test_a_link_whose_row_cannot_be_written_is_withheld(
+    make_settings: Callable[..., Any], livekit: FakeLiveKit
+) -> None:
+    runtime = await Runtime.open(make_settings())
+    try:
+        await runtime.audit._db.execute("PRAGMA query_only = ON")
+        out = io.StringIO()
+        reply = await run_once(runtime, "link my-room captions", out)
+        text = out.getvalue()
+        assert "This was not recorded in the audit log: Writing to the audit database" in text
+        assert "The join link was withheld" in text and reply.link is None and "token=" not in text
+    finally:
+        await runtime.close()
 
 
 async def test_agent_filter_finds_a_link_that_brings_several_agents(bot: BotUnderTest) -> None:

@@ -17,11 +17,11 @@ import aiosqlite
 
 from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow, WatchRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 GENESIS_HASH = "0" * 64
 MORE_CAP = 10_000  # counting further than this for "N more match" is not worth a scan
 
-_SCHEMA = """
+_AUDIT_TABLE = """
 CREATE TABLE IF NOT EXISTS audit (
     id           INTEGER PRIMARY KEY,
     ts           TEXT    NOT NULL,   -- UTC, ISO 8601 with microseconds; grows with id
@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash    TEXT    NOT NULL,
     hash         TEXT    NOT NULL
 );
+"""
+_OUTCOMES_V1 = "CHECK (outcome IN ('ok', 'noop', 'denied', 'invalid', 'error'))"
+_EXTRAS = """
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent, id);
 CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id);
@@ -63,6 +66,18 @@ CREATE TRIGGER IF NOT EXISTS audit_tip AFTER INSERT ON audit BEGIN
     INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('tip_id', NEW.id), ('tip_hash', NEW.hash);
 END;
 """
+# Each index and trigger on audit, one statement each: a rebuilt table needs them again.
+_AUDIT_EXTRAS = (
+    "CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id)",
+    "CREATE INDEX IF NOT EXISTS audit_agent ON audit (agent, id)",
+    "CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id)",
+    "CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id)",
+    "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts)",
+    _EXTRAS[_EXTRAS.index("CREATE TRIGGER IF NOT EXISTS audit_agent_list") : _EXTRAS.index("-- The tip")].strip(),
+    _EXTRAS[_EXTRAS.index("CREATE TRIGGER IF NOT EXISTS audit_tip") :].strip(),
+)
+_OUTCOMES_V3 = "CHECK (outcome IN ('ok', 'noop', 'denied', 'invalid', 'error', 'interrupted'))"
+_SCHEMA = _AUDIT_TABLE + _EXTRAS
 
 # The columns a row's hash covers, in this order; with `id` in it, rows cannot be swapped unnoticed.
 HASHED_COLUMNS = (
@@ -95,6 +110,18 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 def row_hash(prev_hash: str, content: dict[str, Any]) -> str:
     canonical = json.dumps([content[c] for c in HASHED_COLUMNS], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReceivedCommand:
+    """A command as received, before its ack: what is needed to tell its requester if it never finishes."""
+
+    actor: Actor
+    text: str
+    response_url: str
+    received: float
+    boot: str
+    id: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,6 +227,30 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (room_sid, rule)
         ) WITHOUT ROWID""",
     ),
+    # Version 2 -> 3: commands recorded as received before their ack, and the outcome `interrupted` for those a
+    # stop or a crash cut short (SQLite cannot change a CHECK: the table is rebuilt, rows and hashes unchanged).
+    2: (
+        _AUDIT_TABLE.replace("CREATE TABLE IF NOT EXISTS audit (", "CREATE TABLE audit_v3 (").replace(
+            _OUTCOMES_V1, _OUTCOMES_V3
+        ),
+        "INSERT INTO audit_v3 SELECT * FROM audit",
+        "DROP TABLE audit",
+        "ALTER TABLE audit_v3 RENAME TO audit",
+        *_AUDIT_EXTRAS,
+        """CREATE TABLE IF NOT EXISTS received_commands (
+            id           INTEGER PRIMARY KEY,
+            received     REAL NOT NULL,
+            boot         TEXT NOT NULL,      -- which run of the bot received it
+            source       TEXT NOT NULL,
+            team_id      TEXT NOT NULL DEFAULT '',
+            channel_id   TEXT NOT NULL DEFAULT '',
+            channel_name TEXT NOT NULL DEFAULT '',
+            user_id      TEXT NOT NULL DEFAULT '',
+            user_name    TEXT NOT NULL DEFAULT '',
+            text         TEXT NOT NULL DEFAULT '',
+            response_url TEXT NOT NULL DEFAULT ''
+        )""",
+    ),
 }
 
 
@@ -300,7 +351,7 @@ class AuditStore:
                     content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
                     content["prev_hash"] = tip_hash
                     content["hash"] = row_hash(tip_hash, content)
-                    inserted = await self._db.execute_fetchall(_APPEND, [*(content[c] for c in COLUMNS), tip_id])
+                    inserted = await self._append(content, tip_id, entry.received_id)
                 except (sqlite3.Error, OSError) as exc:
                     if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT":
                         raise self._write_failed(exc) from None
@@ -311,6 +362,67 @@ class AuditStore:
                 self._tip = (int(content["id"]), content["ts"], content["hash"])
                 return int(content["id"])
             raise self._write_failed(RuntimeError("other writers kept moving its tip"))
+
+    async def _append(self, content: dict[str, Any], tip_id: int, received_id: int) -> list[Any]:
+        params = [*(content[c] for c in COLUMNS), tip_id]
+        if not received_id:
+            return list(await self._db.execute_fetchall(_APPEND, params))
+        # The row and the end of its received-command record commit together: a crash leaves one or the other.
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = list(await self._db.execute_fetchall(_APPEND, params))
+            if inserted:
+                await self._db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,))
+            await self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                await self._db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    # --- commands received, not yet finished (issue: nothing acknowledged is ever lost) ----------------------
+
+    async def receive(self, rows: list[ReceivedCommand]) -> list[int]:
+        """Record commands as received, in one transaction (one disk sync for a whole group); their ids."""
+        async with self._write_lock:  # one transaction at a time on this connection
+            return await self._receive(rows)
+
+    async def _receive(self, rows: list[ReceivedCommand]) -> list[int]:
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = []
+                for row in rows:
+                    found = await self._db.execute_fetchall(
+                        "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
+                        "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        (row.received, row.boot, row.actor.source, row.actor.team_id, row.actor.channel_id,
+                         row.actor.channel_name, row.actor.user_id, row.actor.user_name, row.text, row.response_url),
+                    )  # fmt: skip
+                    ids.append(int(next(iter(found))[0]))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._write_failed(exc) from None
+        return ids
+
+    async def unfinished(self, boot: str | None = None) -> list[ReceivedCommand]:
+        """Commands received and never finished: all of them, or only those of one run of the bot."""
+        where, params = ("WHERE boot = ?", (boot,)) if boot is not None else ("", ())
+        try:
+            rows = await self._db.execute_fetchall(
+                "SELECT id, received, boot, source, team_id, channel_id, channel_name, user_id, user_name, text, "
+                f"response_url FROM received_commands {where} ORDER BY id",
+                params,
+            )
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        return [
+            ReceivedCommand(Actor(r[3], r[7], r[8], r[4], r[5], r[6]), r[9], r[10], r[1], r[2], int(r[0])) for r in rows
+        ]
 
     def _write_failed(self, exc: BaseException) -> AuditError:
         return AuditError(f"Writing to the audit database {self.path} failed: {_describe(exc)}.")
@@ -480,29 +592,33 @@ class WatchStore:
         self._store = store
         self._db = store._db
         self._inserted = 0
+        self._lock = store._write_lock  # its statements never land inside another coroutine's transaction
 
     def _failed(self, exc: BaseException) -> AuditError:
         return AuditError(f"The supervision state in {self._store.path} could not be used: {_describe(exc)}.")
 
     async def add(self, record: WatchRecord) -> WatchRecord:
         """Watch a dispatch; an open watch of the same dispatch is updated instead (keep is only ever turned on)."""
-        try:
-            updated = await self._db.execute_fetchall(
-                "UPDATE watches SET keep = MAX(keep, ?), channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id "
-                f"END WHERE room = ? AND dispatch_id = ? AND state != 'closed' RETURNING {', '.join(_WATCH_COLUMNS)}",
-                (int(record.keep), record.channel_id, record.room, record.dispatch_id),
-            )
-            if updated:
-                return _watch(next(iter(updated)))
-            columns = [c for c in _WATCH_COLUMNS if c != "id"]
-            values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
-            rows = await self._db.execute_fetchall(
-                f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
-                values,
-            )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        return replace(record, id=int(next(iter(rows))[0]))
+        async with self._lock:
+            try:
+                updated = await self._db.execute_fetchall(
+                    "UPDATE watches SET keep = MAX(keep, ?), "
+                    "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
+                    "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
+                    f"RETURNING {', '.join(_WATCH_COLUMNS)}",
+                    (int(record.keep), record.channel_id, record.room, record.dispatch_id),
+                )
+                if updated:
+                    return _watch(next(iter(updated)))
+                columns = [c for c in _WATCH_COLUMNS if c != "id"]
+                values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
+                rows = await self._db.execute_fetchall(
+                    f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
+                    values,
+                )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+            return replace(record, id=int(next(iter(rows))[0]))
 
     async def save(self, before: WatchRecord, after: WatchRecord) -> bool:
         """Write what changed from `before` to `after`, only if the watch is still in `before`'s state and dispatch.
@@ -510,32 +626,34 @@ class WatchStore:
         False when something else changed it meanwhile (a stop closed it, the follow-up saw its agent): the caller
         looks again rather than act on a stale reading. Columns it did not change (the message's ts) are left alone.
         """
-        changed = [c for c in _WATCH_COLUMNS if c != "id" and getattr(before, c) != getattr(after, c)]
-        if not changed:
-            return True
-        values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
-        try:
-            cursor = await self._db.execute(
-                f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
-                "WHERE id = ? AND state = ? AND dispatch_id = ?",
-                [*values, before.id, before.state, before.dispatch_id],
-            )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        return cursor.rowcount == 1
+        async with self._lock:
+            changed = [c for c in _WATCH_COLUMNS if c != "id" and getattr(before, c) != getattr(after, c)]
+            if not changed:
+                return True
+            values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
+            try:
+                cursor = await self._db.execute(
+                    f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
+                    "WHERE id = ? AND state = ? AND dispatch_id = ?",
+                    [*values, before.id, before.state, before.dispatch_id],
+                )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+            return cursor.rowcount == 1
 
     async def close(self, room: str, dispatch_ids: list[str], reason: str) -> None:
-        if not dispatch_ids:
-            return
-        marks = ", ".join("?" * len(dispatch_ids))
-        try:
-            await self._db.execute(
-                f"UPDATE watches SET state = 'closed', closed_reason = ? WHERE room = ? AND dispatch_id IN ({marks}) "
-                "AND state != 'closed'",
-                [reason, room, *dispatch_ids],
-            )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
+        async with self._lock:
+            if not dispatch_ids:
+                return
+            marks = ", ".join("?" * len(dispatch_ids))
+            try:
+                await self._db.execute(
+                    "UPDATE watches SET state = 'closed', closed_reason = ? "
+                    f"WHERE room = ? AND dispatch_id IN ({marks}) AND state != 'closed'",
+                    [reason, room, *dispatch_ids],
+                )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
 
     async def open_watches(self, room: str | None = None) -> list[WatchRecord]:
         where, params = ("WHERE state != 'closed' AND room = ?", [room]) if room is not None else (
@@ -563,51 +681,55 @@ class WatchStore:
 
     async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> list[int]:
         """A waiting watch whose agent was seen in the room: present, as that identity. Returns the watches' ids."""
-        try:
-            rows = await self._db.execute_fetchall(
-                "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
-                "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
-                (identity, now, room, dispatch_id),
-            )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        return [int(r[0]) for r in rows]
+        async with self._lock:
+            try:
+                rows = await self._db.execute_fetchall(
+                    "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
+                    "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
+                    (identity, now, room, dispatch_id),
+                )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+            return [int(r[0]) for r in rows]
 
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
-        try:
-            await self._db.execute(
-                "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
-                (channel_id, ts, room, dispatch_id),
-            )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
+        async with self._lock:
+            try:
+                await self._db.execute(
+                    "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
+                    (channel_id, ts, room, dispatch_id),
+                )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
 
     async def first_delivery(self, event_id: str, now: float) -> bool:
         """Record a webhook id; False when it was handled before (the server sends some events twice)."""
-        try:
-            rows = await self._db.execute_fetchall(
-                "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                (event_id, now),
-            )
-            self._inserted += bool(rows)
-            if self._inserted % 1000 == 0 and rows:  # every thousandth id, forget the oldest beyond the bound
-                await self._db.execute(
-                    "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
-                    "ORDER BY received DESC LIMIT 1 OFFSET ?)",
-                    (WEBHOOK_IDS_KEPT,),
+        async with self._lock:
+            try:
+                rows = await self._db.execute_fetchall(
+                    "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                    (event_id, now),
                 )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        return bool(rows)
+                self._inserted += bool(rows)
+                if self._inserted % 1000 == 0 and rows:  # every thousandth id, forget the oldest beyond the bound
+                    await self._db.execute(
+                        "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
+                        "ORDER BY received DESC LIMIT 1 OFFSET ?)",
+                        (WEBHOOK_IDS_KEPT,),
+                    )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+            return bool(rows)
 
     async def claim_rule_room(self, room_sid: str, rule: str, room: str, now: float) -> bool:
         """Mark the room (by sid) served by the rule; False when it was already: a rule never serves a room twice."""
-        try:
-            rows = await self._db.execute_fetchall(
-                "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
-                "RETURNING room_sid",
-                (room_sid, rule, room, now),
-            )
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-        return bool(rows)
+        async with self._lock:
+            try:
+                rows = await self._db.execute_fetchall(
+                    "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
+                    "RETURNING room_sid",
+                    (room_sid, rule, room, now),
+                )
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+            return bool(rows)

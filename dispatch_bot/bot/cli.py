@@ -30,6 +30,7 @@ from .config import ConfigError, Settings, load_settings
 from .console import cli_actor, console
 from .db_path import database_path_problem
 from .http_guard import app_runner
+from .intake import settle_unfinished
 from .log_redaction import configure_logging, configured_secrets
 from .runtime import Runtime
 
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--agent")
     audit.add_argument("--user", help="a Slack user id (U…) or cli:<os user>")
     audit.add_argument("--since", help="a duration (2h, 7d) or a date (2026-11-01)")
-    audit.add_argument("--outcome", choices=("ok", "noop", "denied", "invalid", "error"))
+    audit.add_argument("--outcome", choices=("ok", "noop", "denied", "invalid", "error", "interrupted"))
     audit.add_argument("--limit", type=int, help="how many rows (default 20)")
     audit.add_argument("--all", action="store_true", help="every matching row (for export)")
     audit.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
@@ -150,6 +151,8 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             await transport.check_tokens(socket_mode=not http)
         except SlackSetupError as exc:
             raise ConfigError(str(exc)) from None
+        # Commands a previous run acknowledged and never finished (it was killed): a row each, and a word.
+        await settle_unfinished(runtime.audit, transport.respond_ephemeral)
         gc.freeze()  # what start-up made lives as long as the process: keep it out of every later collection
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -186,8 +189,8 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
         await runner.cleanup()  # no new requests; those already acknowledged finish below
         if watching is not None:
             await watching
-        log.info("stopping: finishing the commands in progress")
-        await transport.aclose(followup_grace=5.0)
+        log.info("stopping: finishing the commands in progress (at most %g s)", settings.shutdown_timeout)
+        await transport.aclose(followup_grace=5.0, timeout=settings.shutdown_timeout)
         if retention is not None:
             retention.cancel()
     finally:

@@ -36,6 +36,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "api_url": "Web API URL",
         "port": "HTTP port",
         "max_concurrent_commands": "number",
+        "shutdown_timeout": "duration",
     },
     "livekit": {
         "url": "server URL",
@@ -101,6 +102,7 @@ class Settings:
     slack_api_url: str = "https://slack.com/api/"
     port: int = 3000
     max_concurrent_commands: int = 8
+    shutdown_timeout: float = 10.0
     livekit_url: str = "http://localhost:7880"
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = field(default="secret", repr=False)
@@ -403,6 +405,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         openvidu_agents_dir=pick("OPENVIDU_AGENTS_DIR", "agents", "openvidu_config_dir", ""),
         catalog_reload_interval=_seconds(agents.get("reload_interval", "2s"), "agents.reload_interval"),
         aliases=aliases,
+        shutdown_timeout=_seconds(slack.get("shutdown_timeout", "10s"), "slack.shutdown_timeout"),
         watch_enabled=watch_enabled,
         poll_interval=_seconds(watch.get("poll_interval", "15s"), "watch.poll_interval"),
         keep_retries=keep_retries,

@@ -11,6 +11,7 @@ from ..commands.supervision import WatchPolicy
 from .agent_catalog import AgentCatalog
 from .audit_store import AuditStore, WatchStore
 from .config import Settings
+from .intake import Intake
 from .livekit_gateway import LiveKitGateway
 from .supervisor import Supervisor
 
@@ -28,6 +29,7 @@ class Runtime:
         self.runner = CommandRunner(audit)
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process
+        self.intake = Intake(audit)
         self.supervisor: Supervisor | None = None
         if settings.watch_enabled:
             policy = WatchPolicy(settings.followup_timeout, settings.keep_retries, settings.keep_backoff)
@@ -59,8 +61,9 @@ class Runtime:
         await self.gateway.aclose()
         await self.audit.close()
 
-    def context(self, actor: Actor, people: PeopleDirectory | None = None) -> CommandContext:
+    def context(self, actor: Actor, people: PeopleDirectory | None = None, received_id: int = 0) -> CommandContext:
         return CommandContext(
+            received_id=received_id,
             backend=self.gateway,
             settings=self.command_settings,
             actor=actor,

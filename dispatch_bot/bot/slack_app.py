@@ -36,6 +36,7 @@ from ..commands.grammar import shorten
 from ..commands.ports import Actor, AuditError, AuditRecord, Profile
 from ..commands.reply import Reply, Text
 from .http_guard import SlackRequestGuard
+from .intake import settle_unfinished
 from .log_redaction import typed_text_masker
 from .policy import Policy
 from .render import escape_mrkdwn, to_slack
@@ -219,6 +220,7 @@ class SlackTransport:
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
         self._http: aiohttp.ClientSession | None = None
+        self._closed = False
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
@@ -246,10 +248,6 @@ class SlackTransport:
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         text = self._mask(slack_unescape(command.get("text") or ""))  # ops: masked before the ack echoes it
-        await ack(
-            response_type="ephemeral",
-            text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`",
-        )
         actor = Actor(
             source="slack",
             user_id=command.get("user_id", ""),
@@ -258,10 +256,31 @@ class SlackTransport:
             channel_id=command.get("channel_id", ""),
             channel_name=command.get("channel_name", ""),
         )
-        await self._run(actor, text, str(command.get("response_url") or ""))
+        response_url = str(command.get("response_url") or "")
+        received_id = await self._receive(ack, actor, text, response_url)
+        if received_id is None:
+            return
+        await ack(
+            response_type="ephemeral",
+            text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`",
+        )
+        await self._run(actor, text, response_url, received_id)
+
+    async def _receive(self, ack: AsyncAck, actor: Actor, text: str, response_url: str) -> int | None:
+        """Record the command before it is acknowledged; None (and the reason as the ack) when it cannot be."""
+        try:
+            return await self.runtime.intake.receive(actor, text, response_url)
+        except AuditError as exc:
+            log.error("audit write failed: %s", exc)
+            await ack(response_type="ephemeral", text=f":x: Nothing was done: {escape_mrkdwn(str(exc))} Try again.")
+            return None
+
+    async def respond_ephemeral(self, url: str, reply: Reply) -> None:
+        """A message to one person through a response URL (what an interrupted command's requester is told)."""
+        text, blocks = to_slack(reply)
+        await self._respond(url, text, blocks, "ephemeral", replace_original=False)
 
     async def _on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
         user = body.get("user") or {}
         actor = Actor(
             source="slack",
@@ -272,12 +291,17 @@ class SlackTransport:
             channel_name=(body.get("channel") or {}).get("name", ""),
         )
         # The button carries a command; running it as the presser re-checks everything for that person.
-        await self._run(actor, self._mask(str(action.get("value", ""))), str(body.get("response_url") or ""))
+        text, response_url = self._mask(str(action.get("value", ""))), str(body.get("response_url") or "")
+        received_id = await self._receive(ack, actor, text, response_url)
+        if received_id is None:
+            return
+        await ack()
+        await self._run(actor, text, response_url, received_id)
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
 
-    async def _run(self, actor: Actor, text: str, response_url: str) -> None:
+    async def _run(self, actor: Actor, text: str, response_url: str, received_id: int = 0) -> None:
         task = asyncio.current_task()
         if task is not None:  # so that a shutdown waits for this command's audit row and reply
             self.commands.add(task)
@@ -287,7 +311,7 @@ class SlackTransport:
         async with self._slots:
             if self.groups is not None:  # the policy decides synchronously: its user groups are read first
                 await self.groups.refresh()
-            reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people), text)
+            reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people, received_id), text)
             where = await self._deliver(reply, actor, text, response_url)
             supervisor = self.runtime.supervisor
             if (
@@ -448,10 +472,15 @@ class SlackTransport:
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
         return AsyncSocketModeHandler(self.app, self.runtime.settings.slack_app_token, web_client=self.web_client())
 
-    async def drain(self, followup_grace: float | None = None) -> None:
-        """Wait for the commands still running, then for their follow-ups (at most `followup_grace` seconds,
-        after which the rest are cancelled: their dispatches stand and are audited, only the "joined?" note is
-        not)."""
+    async def drain(self, followup_grace: float | None = None, timeout: float | None = None) -> None:
+        """Wait for the commands still running (at most `timeout` seconds: the rest are cancelled, and their
+        received-command records stay for `settle_unfinished`), then for their follow-ups (at most
+        `followup_grace` seconds, after which the rest are cancelled: their dispatches stand and are audited, only
+        the "joined?" note is not)."""
+        if self.commands and timeout is not None:
+            _, late = await asyncio.wait(list(self.commands), timeout=timeout)
+            for task in late:
+                task.cancel()
         while self.commands:
             await asyncio.gather(*list(self.commands), return_exceptions=True)
         if self.followups and followup_grace is not None:
@@ -461,8 +490,13 @@ class SlackTransport:
         while self.followups:
             await asyncio.gather(*list(self.followups), return_exceptions=True)
 
-    async def aclose(self, followup_grace: float | None = None) -> None:
-        await self.drain(followup_grace)
+    async def aclose(self, followup_grace: float | None = None, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.drain(followup_grace, timeout)
+        # What a stop cut short gets its row and its requester a word, while the HTTP session is still open.
+        await settle_unfinished(self.runtime.audit, self.respond_ephemeral, boot=self.runtime.intake.boot)
         if self._http is not None:
             await self._http.close()
 

@@ -18,11 +18,11 @@ USAGE = "audit [room:<room>] [agent:<agent>] [user:<@user>] [since:<duration|dat
 SUMMARY = "Show who did what, newest first (only you see it)."
 DETAILS = (
     "since: takes a duration (2h, 7d) or a date (2026-11-01, or 2026-11-01T14:30 in UTC). "
-    "outcome: is ok, noop, denied, invalid or error. limit: is 1 to 100 here (20 by default).",
+    "outcome: is ok, noop, denied, invalid, error or interrupted. limit: is 1 to 100 here (20 by default).",
 )
 FLAGS: dict[str, bool] = {}
 FILTER_KEYS = ("room", "agent", "user", "since", "outcome", "limit")
-OUTCOMES = ("ok", "noop", "denied", "invalid", "error")
+OUTCOMES = ("ok", "noop", "denied", "invalid", "error", "interrupted")
 DEFAULT_LIMIT = 20
 SLACK_MAX_LIMIT = 100
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")

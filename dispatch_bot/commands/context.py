@@ -98,6 +98,7 @@ class CommandContext:
     watches: WatchRegistry | None = None  # None: supervision off (watch.enabled: false)
     signals: RoomSignals | None = None  # wakes a follow-up when a webhook names its room
     rule: str = ""  # the dispatch rule this command runs for, if any
+    received_id: int = 0  # its received-command record (Slack commands), which its audit row completes
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)
 

@@ -756,3 +756,17 @@ def group_unreadable(action: str, agent: str, room: str, group: str, why: str) -
         "Nothing was done; try again in a minute.",
         {**what.values, "group": group, "why": why},
     )
+
+
+def interrupted(command_text: str) -> list[Text]:
+    return [
+        text(
+            ":warning: dispatch-bot stopped while your command `{command}` was running, so it may or may not have "
+            "taken effect. It was not run again.",
+            command=shorten(command_text, 200),
+        ),
+        text(
+            "`/dispatch list <room>` shows what is in the room now, and `/dispatch audit outcome:interrupted` what was "
+            "recorded."
+        ),
+    ]

@@ -196,6 +196,7 @@ class AuditRecord:
     dispatch_id: str = ""
     detail: str = ""
     duration_ms: int = 0
+    received_id: int = 0  # the received-command record this row completes (deleted with the row's write)
 
 
 class AuditSink(Protocol):

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 Visibility = Literal["ephemeral", "in_channel"]
-Outcome = Literal["ok", "noop", "denied", "invalid", "error"]
+Outcome = Literal["ok", "noop", "denied", "invalid", "error", "interrupted"]
 
 # A * or _ at a word edge is our bold/italic markup; inside a word (load_threshold) it is text.
 _MARKUP = re.compile(r"(?<!\w)[*_]|[*_](?!\w)")

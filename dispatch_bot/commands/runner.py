@@ -97,7 +97,7 @@ class CommandRunner:
             reply = Reply("error", [messages.internal_error(ref)], detail=f"internal error, reference {ref}")
         for done in reply.prior:
             await self._record(ctx, raw, done, started)
-        await self._record(ctx, raw, reply, started)
+        await self._record(ctx, raw, reply, started, received_id=ctx.received_id)
         if reply.followup is not None:
             reply.followup = self._audited_followup(ctx, raw, reply)
         return reply
@@ -125,7 +125,9 @@ class CommandRunner:
 
         return run
 
-    async def _record(self, ctx: CommandContext, raw: str, reply: Reply, started: float) -> None:
+    async def _record(
+        self, ctx: CommandContext, raw: str, reply: Reply, started: float, *, received_id: int = 0
+    ) -> None:
         entry = AuditRecord(
             actor=ctx.actor,
             raw_text=raw[:MAX_RAW_TEXT].encode("utf-8", "backslashreplace").decode("utf-8"),
@@ -136,6 +138,7 @@ class CommandRunner:
             dispatch_id=reply.dispatch_id,
             detail=reply.detail,
             duration_ms=int((time.monotonic() - started) * 1000),
+            received_id=received_id,
         )
         try:
             await self.audit.record(entry)

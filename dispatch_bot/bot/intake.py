@@ -1,0 +1,84 @@
+"""Nothing acknowledged is ever lost: a command is recorded as received before its ack, and finished with its row.
+
+Records are written in groups (all the commands that arrive while one disk sync runs share the next one), so the
+ack waits for one sync at most. A command whose record is still there at the next start (the process was killed)
+or at the end of a stop (it did not finish within `shutdown_timeout`) gets an audit row with the outcome
+`interrupted`, and its requester a message: it may or may not have taken effect. It is never run again by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from ..commands import messages
+from ..commands.ports import Actor, AuditError, AuditRecord
+from ..commands.reply import Reply
+from .audit_store import AuditStore, ReceivedCommand
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    """Records received commands with group commits; one per running bot (its `boot` tells its records apart)."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.boot = secrets.token_hex(8)
+        self._batch: list[tuple[ReceivedCommand, asyncio.Future[int]]] = []
+        self._writing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    async def receive(self, actor: Actor, text: str, response_url: str) -> int:
+        """Durably record the command; its id. Raises AuditError (one sentence) when the database will not take it."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._batch.append((ReceivedCommand(actor, text, response_url, time.time(), self.boot), future))
+        if not self._writing:
+            self._writing = True
+            self._writer = asyncio.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the commands that arrived together join this group
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    ids = await self.store.receive([command for command, _ in batch])
+                except AuditError as exc:
+                    for _, future in batch:
+                        future.set_exception(AuditError(str(exc)))
+                    continue
+                for (_, future), command_id in zip(batch, ids, strict=True):
+                    future.set_result(command_id)
+        finally:
+            self._writing = False
+
+
+Respond = Callable[[str, Reply], Awaitable[None]]
+
+
+async def settle_unfinished(store: AuditStore, respond: Respond, *, boot: str | None = None) -> int:
+    """Give every unfinished command its `interrupted` row, then tell its requester; how many there were."""
+    unfinished = await store.unfinished(boot)
+    for command in unfinished:
+        detail = "interrupted: the bot stopped before this command finished; it may or may not have taken effect"
+        record = AuditRecord(command.actor, command.text, "unknown", "interrupted", detail=detail,
+                             received_id=command.id)  # fmt: skip
+        try:
+            await store.record(record)
+        except AuditError as exc:
+            log.error("audit write failed: %s", exc)
+            continue  # its record stays: the next start tries again
+        reply = Reply("interrupted", messages.interrupted(command.text), action="unknown", detail=detail)
+        if command.response_url:
+            try:
+                await respond(command.response_url, reply)
+            except Exception as exc:  # a response URL lasts 30 minutes; the row is what stays
+                log.warning("could not tell the requester of an interrupted command: %s", type(exc).__name__)
+    if unfinished:
+        log.warning("%d commands were interrupted before they finished; each has an audit row", len(unfinished))
+    return len(unfinished)
