@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +21,9 @@ from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditReco
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
 MORE_CAP = 10_000  # counting further than this for "N more match" is not worth a scan
+PRUNE_BATCH_ROWS = 2_000  # rows deleted per prune transaction: each holds the write lock some tens of ms
+# What a prune row records: the row the prune removes up to, and its hash (the chain's anchor once it is done).
+_PRUNE_MARK = re.compile(r"anchor row (\d+) hash ([0-9a-f]{64})")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -327,45 +332,80 @@ class AuditStore:
         if tip_id is not None and int(tip_id) == last_id and tip_hash != expected_prev:
             return VerifyResult(count, first_id, last_id, f"row {last_id} is not the row that was written last.")
         if anchor_id_text is not None:
-            mark = f"anchor row {anchor_id_text} hash {anchor_hash}"
-            if last_prune is None or mark not in last_prune.detail:
+            # The anchor is the row the last prune recorded, or, while a prune is under way or was interrupted, a
+            # row before it: the rows from there up to the recorded one were due to go and are still checked.
+            mark = _PRUNE_MARK.search(last_prune.detail) if last_prune is not None else None
+            anchor_id = int(anchor_id_text)
+            if mark is None or not (int(mark[1]) > anchor_id or (int(mark[1]) == anchor_id and mark[2] == anchor_hash)):
                 return VerifyResult(
                     count, first_id, first_id,
                     f"the log starts after row {anchor_id_text}, but no prune recorded removing the rows before it.",
                 )  # fmt: skip
         return VerifyResult(count, first_id)
 
-    async def prune(self, older_than: datetime, actor: Actor) -> PruneResult:
-        """Remove rows older than a moment. The last removed row's hash becomes the chain's anchor, and a row of
-        its own (action `prune`) records that anchor in the chain."""
+    async def prune(
+        self,
+        older_than: datetime,
+        actor: Actor,
+        *,
+        batch_rows: int = PRUNE_BATCH_ROWS,
+        progress: Callable[[int], None] | None = None,
+    ) -> PruneResult:
+        """Remove rows older than a moment. A row of its own (action `prune`) first records the last row to go and
+        its hash, which becomes the chain's anchor. Rows go in transactions of `batch_rows`, each moving the anchor
+        with it, with a pause as long as the batch took between them, so commands (in this process or another)
+        write their rows in between; a prune interrupted half-way leaves a chain that verifies, and running it
+        again finishes it. `progress` is called with the rows removed so far after each batch."""
         cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
-        async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            async with self._db.execute(
+                "SELECT id, hash FROM audit WHERE ts < ? ORDER BY ts DESC, id DESC LIMIT 1", (cutoff,)
+            ) as cursor:
+                last = await cursor.fetchone()
+            async with self._db.execute("SELECT id FROM audit ORDER BY id LIMIT 1") as cursor:
+                first = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+        if last is None or first is None:
+            return PruneResult(0, None)
+        last_id, last_hash = int(last[0]), str(last[1])
+        detail = (
+            f"removed {last_id - int(first[0]) + 1} rows older than {cutoff[:19]}Z, up to row {last_id}; "
+            f"anchor row {last_id} hash {last_hash}"
+        )
+        await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
+        removed, done = 0, False
+        while not done:
+            started = time.monotonic()
+            async with self._write_lock:
                 try:
-                    async with self._db.execute(
-                        "SELECT id, hash FROM audit WHERE ts < ? ORDER BY id DESC LIMIT 1", (cutoff,)
-                    ) as cursor:
-                        last = await cursor.fetchone()
-                    removed = 0
-                    if last is not None:
-                        cursor = await self._db.execute("DELETE FROM audit WHERE id <= ?", (last[0],))
-                        removed = cursor.rowcount
-                        await self._db.executemany(
-                            "INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
-                            [("anchor_id", str(last[0])), ("anchor_hash", str(last[1]))],
-                        )
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
-        if last is not None:
-            detail = (
-                f"removed {removed} rows older than {cutoff[:19]}Z, up to row {last[0]}; "
-                f"anchor row {last[0]} hash {last[1]}"
-            )
-            await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
-        return PruneResult(removed, int(last[0]) if last else None)
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        # The batch ends at the newest row of the next `batch_rows` ids (ids have no gaps in a
+                        # chain, but a row may be missing in a broken one); its hash is the anchor it leaves.
+                        async with self._db.execute(
+                            "SELECT id, hash FROM audit WHERE id <= MIN(?, (SELECT MIN(id) FROM audit) + ?) "
+                            "ORDER BY id DESC LIMIT 1",
+                            (last_id, batch_rows - 1),
+                        ) as cursor:
+                            end = await cursor.fetchone()
+                        if end is not None:
+                            cursor = await self._db.execute("DELETE FROM audit WHERE id <= ?", (end[0],))
+                            removed += cursor.rowcount
+                            await self._db.executemany(
+                                "INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
+                                [("anchor_id", str(end[0])), ("anchor_hash", str(end[1]))],
+                            )
+                        await self._db.execute("COMMIT")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            await self._db.execute("ROLLBACK")
+                        raise
+                except sqlite3.Error as exc:
+                    raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+            done = end is None or int(end[0]) >= last_id
+            if progress is not None:
+                progress(removed)
+            if not done:
+                await asyncio.sleep(time.monotonic() - started)
+        return PruneResult(removed, last_id)
