@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -206,17 +205,20 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     store = await AuditStore.open(settings.database)
     try:
-        rows = store.rows(query, limit=None if args.all else query.limit)
+        limit = None if args.all else query.limit
         out = sys.stdout
         if args.format == "jsonl":
-            async for row in rows:
-                out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+            # The same objects json.dumps(asdict(row)) wrote, keys in column order, one encoder for every row.
+            encode = json.JSONEncoder(ensure_ascii=False).encode
+            async for chunk in store.row_values(query, limit=limit):
+                out.writelines([encode(dict(zip(COLUMNS, values, strict=True))) + "\n" for values in chunk])
         elif args.format == "csv":
             writer = csv.writer(out)
             writer.writerow(COLUMNS)
-            async for row in rows:
-                writer.writerow(getattr(row, c) for c in COLUMNS)
+            async for chunk in store.row_values(query, limit=limit):
+                writer.writerows(chunk)
         else:
+            rows = store.rows(query, limit=limit)
             out.write(f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n")
             async for row in rows:
                 who = row.user_name or row.user_id
