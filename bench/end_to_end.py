@@ -399,9 +399,7 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         return statistics.median(float(getattr(r, key)) for r in results if r.target == target and r.rate == rate)
 
     keys = [k for k in RoundResult.__dataclass_fields__ if k.endswith(("_ms", "_per_s", "_command"))]
-    summary = {
-        f"{rate:g}": {t: {k: median(t, rate, k) for k in keys} for t in ("bare", "bot")} for rate in args.rates
-    }
+    summary = {f"{rate:g}": {t: {k: median(t, rate, k) for k in keys} for t in ("bare", "bot")} for rate in args.rates}
     for cell in summary.values():
         cell["ratio_completed"] = {"bot/bare": cell["bot"]["completed_per_s"] / cell["bare"]["completed_per_s"]}
     return {
