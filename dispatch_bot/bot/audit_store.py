@@ -20,8 +20,10 @@ from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditReco
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
-MORE_CAP = 10_000  # counting further than this for "N more match" is not worth a scan
-PRUNE_BATCH_ROWS = 2_000  # rows deleted per prune transaction: each holds the write lock some tens of ms
+MORE_CAP = 1_000  # "More than 1,000 rows match": counting further is a scan that costs more than the page
+PRUNE_BATCH_ROWS = 5_000  # the most rows one prune transaction removes
+# How long one prune transaction aims to hold the write lock; the batch size follows what the last one took.
+PRUNE_BATCH_SECONDS = 0.03
 # What a prune row records: the row the prune removes up to, and its hash (the chain's anchor once it is done).
 _PRUNE_MARK = re.compile(r"anchor row (\d+) hash ([0-9a-f]{64})")
 
@@ -382,10 +384,11 @@ class AuditStore:
         progress: Callable[[int], None] | None = None,
     ) -> PruneResult:
         """Remove rows older than a moment. A row of its own (action `prune`) first records the last row to go and
-        its hash, which becomes the chain's anchor. Rows go in transactions of `batch_rows`, each moving the anchor
-        with it, with a pause as long as the batch took between them, so commands (in this process or another)
-        write their rows in between; a prune interrupted half-way leaves a chain that verifies, and running it
-        again finishes it. `progress` is called with the rows removed so far after each batch."""
+        its hash, which becomes the chain's anchor. Rows go in transactions sized to last about
+        PRUNE_BATCH_SECONDS (at most `batch_rows` rows), each moving the anchor with it, with a pause as long as
+        the batch took, so commands (in this process or another) write their rows in between; a prune
+        interrupted half-way leaves a chain that verifies, and running it again finishes it. `progress` is called
+        with the rows removed so far after each batch."""
         cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
         try:
             async with self._db.execute(
@@ -404,19 +407,20 @@ class AuditStore:
             f"anchor row {last_id} hash {last_hash}"
         )
         await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
-        removed, done = 0, False
+        removed, done, size = 0, False, min(batch_rows, 100)
+        smallest = min(batch_rows, 50)  # below this a batch is mostly its commit
         while not done:
-            started = time.monotonic()
             async with self._write_lock:
                 try:
                     await self._db.execute("BEGIN IMMEDIATE")
+                    started = time.monotonic()
                     try:
-                        # The batch ends at the newest row of the next `batch_rows` ids (ids have no gaps in a
+                        # The batch ends at the newest row of the next `size` ids (ids have no gaps in a
                         # chain, but a row may be missing in a broken one); its hash is the anchor it leaves.
                         async with self._db.execute(
                             "SELECT id, hash FROM audit WHERE id <= MIN(?, (SELECT MIN(id) FROM audit) + ?) "
                             "ORDER BY id DESC LIMIT 1",
-                            (last_id, batch_rows - 1),
+                            (last_id, size - 1),
                         ) as cursor:
                             end = await cursor.fetchone()
                         if end is not None:
@@ -437,5 +441,8 @@ class AuditStore:
             if progress is not None:
                 progress(removed)
             if not done:
-                await asyncio.sleep(time.monotonic() - started)
+                took = time.monotonic() - started
+                # Deleting touches index pages all over the file, so a row's cost varies: size by the clock.
+                size = max(smallest, min(batch_rows, 2 * size, int(size * PRUNE_BATCH_SECONDS / max(took, 1e-6))))
+                await asyncio.sleep(took)
         return PruneResult(removed, last_id)
