@@ -435,6 +435,9 @@ class AuditStore:
                         if self._db.in_transaction:
                             await self._db.execute("ROLLBACK")
                         raise
+                    # Copy this batch's pages into the file now: left to the automatic checkpoint, a command's
+                    # commit would copy several batches' worth of scattered pages, and wait for that.
+                    await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
             done = end is None or int(end[0]) >= last_id
