@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,7 +102,7 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 # One encoder for every row: json.dumps with options builds a new encoder per call.
 _canonical = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _HASHED = len(HASHED_COLUMNS)  # HASHED_COLUMNS are the first columns of COLUMNS, in the same order
-STREAM_CHUNK = 1_000  # rows fetched per trip to SQLite's thread when streaming
+STREAM_CHUNK = 2_000  # rows fetched per trip to SQLite's thread when streaming
 
 
 def row_hash(prev_hash: str, content: dict[str, Any]) -> str:
@@ -160,6 +161,20 @@ def _describe(exc: BaseException) -> str:
 # A link that brings several agents records them all in `agent` ("a,b"); this side table lists each of them, so
 # that agent: finds the row through an index too. Filled by a trigger in the row's own transaction.
 _AGENT_OF_ROW = "id IN (SELECT row_id FROM audit_agents WHERE agent = ?)"
+
+
+async def _chunks(cursor: aiosqlite.Cursor) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+    """The cursor's rows, STREAM_CHUNK at a time, the next chunk fetched while the caller handles this one."""
+    pending = asyncio.ensure_future(cursor.fetchmany(STREAM_CHUNK))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(cursor.fetchmany(STREAM_CHUNK))
+            yield cast("list[tuple[Any, ...]]", chunk)  # plain tuples: the connection has no row factory
+    finally:
+        if not pending.done():  # the caller stopped early: let the fetch under way finish before the cursor closes
+            await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved, so a failed fetch nobody waits for is not reported as lost
 
 
 def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, list[Any]]:
@@ -305,9 +320,9 @@ class AuditStore:
             sql += " LIMIT ?"
             params.append(limit)
         try:
-            async with self._db.execute(sql, params) as cursor:
-                while chunk := await cursor.fetchmany(STREAM_CHUNK):
-                    yield cast("list[tuple[Any, ...]]", chunk)  # plain tuples: the connection has no row factory
+            async with self._db.execute(sql, params) as cursor, contextlib.aclosing(_chunks(cursor)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
 
@@ -324,8 +339,11 @@ class AuditStore:
             count, first_id = 0, None
             hash_at, prev_at = COLUMNS.index("hash"), COLUMNS.index("prev_hash")
             action_at, outcome_at = COLUMNS.index("action"), COLUMNS.index("outcome")
-            async with self._db.execute(f"{_SELECT} ORDER BY id") as cursor:
-                while chunk := await cursor.fetchmany(STREAM_CHUNK):
+            async with (
+                self._db.execute(f"{_SELECT} ORDER BY id") as cursor,
+                contextlib.aclosing(_chunks(cursor)) as chunks,
+            ):
+                async for chunk in chunks:
                     for raw in chunk:  # value tuples in COLUMNS order: no object per row on a million-row walk
                         row_id = raw[0]
                         first_id = row_id if first_id is None else first_id
