@@ -15,17 +15,15 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from ..commands.audit import parse_filters
-from ..commands.grammar import GrammarError, parse_duration
+# Each subcommand imports what it uses when it runs (Bolt, aiohttp and livekit-api take most of a second):
+# `--help` and the audit commands start without them.
 from ..commands.ports import Actor, AuditError
-from .audit_store import COLUMNS, AuditStore
-from .config import ConfigError, Settings, load_settings
-from .console import cli_actor, console
-from .log_redaction import configure_logging
-from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .runtime import Runtime
 
 log = logging.getLogger("dispatch_bot")
 RETENTION_ACTOR = Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
@@ -66,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .config import ConfigError, load_settings
+    from .log_redaction import configure_logging
+
     level = os.environ.get("DISPATCH_BOT_LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         print(f"dispatch-bot: DISPATCH_BOT_LOG_LEVEL is {level!r}; use DEBUG, INFO, WARNING or ERROR.", file=sys.stderr)
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _console(settings: Settings, text: str | None) -> int:
+    from .console import console
+    from .runtime import Runtime
+
     runtime = await Runtime.open(settings)
     try:
         return await console(runtime, text)
@@ -111,6 +115,10 @@ async def _console(settings: Settings, text: str | None) -> int:
 
 
 async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
+    from aiohttp import web
+
+    from .config import ConfigError
+    from .runtime import Runtime
     from .slack_app import SlackSetupError, SlackTransport
 
     runtime = await Runtime.open(settings)
@@ -176,6 +184,11 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ..commands.audit import parse_filters
+    from ..commands.grammar import GrammarError
+    from .audit_store import COLUMNS, AuditStore
+    from .config import ConfigError
+
     words: list[str] = list(args.filters)
     if not Path(settings.database).exists():
         raise ConfigError(
@@ -232,6 +245,8 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _verify(settings: Settings) -> int:
+    from .audit_store import AuditStore
+
     store = await AuditStore.open(settings.database)
     try:
         result = await store.verify()
@@ -246,6 +261,11 @@ async def _verify(settings: Settings) -> int:
 
 
 async def _prune(settings: Settings, older_than: str | None) -> int:
+    from ..commands.grammar import GrammarError, parse_duration
+    from .audit_store import AuditStore
+    from .config import ConfigError
+    from .console import cli_actor
+
     if older_than is None and settings.retention_days is None:
         raise ConfigError("audit prune needs --older-than DURATION (like 90d), or audit.retention_days in the config.")
     try:
@@ -268,6 +288,7 @@ async def _prune(settings: Settings, older_than: str | None) -> int:
 
 
 async def _check(settings: Settings) -> int:
+    from .audit_store import AuditStore
     from .livekit_gateway import LiveKitGateway, public_url
 
     problems = 0
