@@ -11,8 +11,8 @@ Three jobs, each run as a process of its own, both ways, alternating for `--roun
 
 * verify:  `dispatch-bot audit verify` against a plain loop over `SELECT ... ORDER BY id` that checks each row's
            link and recomputes its hash (the canonical JSON with one prepared encoder, then sha256);
-* jsonl:   `dispatch-bot audit --all --format jsonl` against a plain loop writing one JSON object per row
-           (a dict of the columns, one prepared encoder), newest first;
+* jsonl:   `dispatch-bot audit --all --format jsonl` against a plain loop writing one compact JSON object per
+           row (a dict of the columns, one prepared encoder), newest first;
 * csv:     `dispatch-bot audit --all --format csv` against `csv.writer(...).writerows(cursor)`, newest first.
 
 Exports go to files in the temporary directory, and each product export must be byte for byte the plain loop's
@@ -68,7 +68,7 @@ print(rows)
 """,
     "jsonl": f"""
 import json, sqlite3, sys
-encode = json.JSONEncoder(ensure_ascii=False).encode
+encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 db = sqlite3.connect(sys.argv[1])
 cursor = db.execute("{_SELECT} ORDER BY id DESC")
 names = [d[0] for d in cursor.description]

@@ -27,7 +27,7 @@ async def fill(path: str) -> None:
             clock["now"] = T0 + timedelta(seconds=i)
             actor = Actor("slack", f"U{i % 7}", "zoë", "T1", "C1", 'ops, "east"')
             room = f"room-{i % 5}"
-            detail = 'line one\nline two, with "quotes" and ünïcode ✓' if i % 3 else ""
+            detail = 'line one\nline two,\twith "quotes", \\ \x01 and ünïcode ✓' if i % 3 else ""
             await store.record(
                 AuditRecord(actor, f"captions {room}", "dispatch", "ok", "speech-processing", room, detail=detail)
             )
@@ -47,8 +47,8 @@ async def test_jsonl_and_csv_exports_stream_every_row_newest_first(make_settings
     lines = out.splitlines()
     assert [json.loads(line) for line in lines] == expected
     assert [list(json.loads(line)) for line in lines[:1]] == [list(COLUMNS)]  # keys in column order
-    # Byte for byte what one json.dumps per row writes, non-ASCII kept as it is.
-    assert lines == [json.dumps(row, ensure_ascii=False) for row in expected]
+    # One compact JSON object per line, non-ASCII kept as it is: byte for byte what json.dumps would write.
+    assert lines == [json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in expected]
 
     code, out, err = await run_cli(["audit", "--all", "--format", "csv"], env)
     assert code == 0 and err == ""

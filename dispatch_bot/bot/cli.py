@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import csv
 import gc
-import json
 import logging
 import os
 import signal
@@ -221,10 +220,8 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
         limit = None if args.all else query.limit
         out = sys.stdout
         if args.format == "jsonl":
-            # The same objects json.dumps(asdict(row)) wrote, keys in column order, one encoder for every row.
-            encode = json.JSONEncoder(ensure_ascii=False).encode
-            async for chunk in store.row_values(query, limit=limit):
-                out.writelines([encode(dict(zip(COLUMNS, values, strict=True))) + "\n" for values in chunk])
+            async for lines in store.json_lines(query, limit=limit):
+                out.write(lines)
         elif args.format == "csv":
             writer = csv.writer(out)
             writer.writerow(COLUMNS)
