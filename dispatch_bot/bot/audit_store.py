@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -19,7 +22,12 @@ from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditReco
 
 SCHEMA_VERSION = 3
 GENESIS_HASH = "0" * 64
-MORE_CAP = 10_000  # counting further than this for "N more match" is not worth a scan
+MORE_CAP = 1_000  # "More than 1,000 rows match": counting further is a scan that costs more than the page
+PRUNE_BATCH_ROWS = 5_000  # the most rows one prune transaction removes
+# How long one prune transaction aims to hold the write lock; the batch size follows what the last one took.
+PRUNE_BATCH_SECONDS = 0.03
+# What a prune row records: the row the prune removes up to, and its hash (the chain's anchor once it is done).
+_PRUNE_MARK = re.compile(r"anchor row (\d+) hash ([0-9a-f]{64})")
 
 _AUDIT_TABLE = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -105,11 +113,21 @@ _APPEND = (
 
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
+_SELECT_JSON = "SELECT json_object(" + ", ".join(f"'{c}', {c}" for c in COLUMNS) + ") FROM audit"
+
+
+# One encoder for every row: json.dumps with options builds a new encoder per call.
+_canonical = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_HASHED = len(HASHED_COLUMNS)  # HASHED_COLUMNS are the first columns of COLUMNS, in the same order
+STREAM_CHUNK = 2_000  # rows fetched per trip to SQLite's thread when streaming
 
 
 def row_hash(prev_hash: str, content: dict[str, Any]) -> str:
-    canonical = json.dumps([content[c] for c in HASHED_COLUMNS], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
+    return _hash_values(prev_hash, [content[c] for c in HASHED_COLUMNS])
+
+
+def _hash_values(prev_hash: str, values: Sequence[Any]) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{_canonical(values)}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -266,13 +284,29 @@ def _describe(exc: BaseException) -> str:
 _AGENT_OF_ROW = "id IN (SELECT row_id FROM audit_agents WHERE agent = ?)"
 
 
+async def _chunks(cursor: aiosqlite.Cursor) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+    """The cursor's rows, STREAM_CHUNK at a time, the next chunk fetched while the caller handles this one."""
+    pending = asyncio.ensure_future(cursor.fetchmany(STREAM_CHUNK))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(cursor.fetchmany(STREAM_CHUNK))
+            yield cast("list[tuple[Any, ...]]", chunk)  # plain tuples: the connection has no row factory
+    finally:
+        if not pending.done():  # the caller stopped early: let the fetch under way finish before the cursor closes
+            await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved, so a failed fetch nobody waits for is not reported as lost
+
+
 def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("room", query.room), ("agent", query.agent), ("user_id", query.user_id),
                           ("outcome", query.outcome)):  # fmt: skip
         if value:
-            clauses.append(agent_clause if column == "agent" else f"{column} = ?")
+            # outcome has five values: with another filter, "+" keeps SQLite from walking its index instead.
+            narrower = column == "outcome" and any((query.room, query.agent, query.user_id))
+            clauses.append(agent_clause if column == "agent" else f"{'+' if narrower else ''}{column} = ?")
             params.extend([value] * agent_clause.count("?") if column == "agent" else [value])
     if query.since is not None:
         # ts grows with id, so the time bound becomes an id bound that every (column, id) index can range over.
@@ -461,17 +495,38 @@ class AuditStore:
 
     async def rows(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[AuditRow]:
         """Matching rows, newest first, streamed from the database rather than built in memory."""
+        values = cast(AsyncGenerator[list[tuple[Any, ...]], None], self.row_values(query, limit=limit))
+        async with contextlib.aclosing(values) as chunks:  # closed with this stream, not later by the collector
+            async for chunk in chunks:
+                for row in chunk:
+                    yield AuditRow(*row)
+
+    async def row_values(
+        self, query: AuditQuery | None = None, *, limit: int | None = None, select: str = _SELECT
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """What `rows` yields, as lists of value tuples in COLUMNS order: exports stream a million rows with one
+        trip to SQLite's thread per STREAM_CHUNK rows and no object per row."""
         where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
-        sql = f"{_SELECT}{where} ORDER BY id DESC"
+        sql = f"{select}{where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         try:
-            async with self._db.execute(sql, params) as cursor:
-                async for row in cursor:
-                    yield AuditRow(*row)
+            async with self._db.execute(sql, params) as cursor, contextlib.aclosing(_chunks(cursor)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+
+    async def json_lines(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[str]:
+        """What `rows` yields, each row as one compact JSON object (keys in COLUMNS order), many rows to a string,
+        each ending in a newline. SQLite writes the JSON, at about twice the speed of json.dumps per row."""
+        values = cast(
+            AsyncGenerator[list[tuple[Any, ...]], None], self.row_values(query, limit=limit, select=_SELECT_JSON)
+        )
+        async with contextlib.aclosing(values) as chunks:
+            async for chunk in chunks:
+                yield "\n".join([row[0] for row in chunk]) + "\n"
 
     # --- integrity and retention ----------------------------------------------------------------------------
 
@@ -484,24 +539,39 @@ class AuditStore:
             last_prune: AuditRow | None = None
             expected_id = (int(anchor_id_text) if anchor_id_text else 0) + 1
             count, first_id = 0, None
-            async with self._db.execute(f"{_SELECT} ORDER BY id") as cursor:
-                async for raw in cursor:
-                    row = AuditRow(*raw)
-                    first_id = row.id if first_id is None else first_id
-                    content = {c: getattr(row, c) for c in HASHED_COLUMNS}
-                    if row.id != expected_id or row.prev_hash != expected_prev:
-                        gap = f"row {expected_id} is missing" if row.id != expected_id else "the row before it changed"
-                        return VerifyResult(
-                            count, first_id, row.id, f"row {row.id} does not follow on from the row before it ({gap})."
-                        )
-                    if row_hash(row.prev_hash, content) != row.hash:
-                        return VerifyResult(
-                            count, first_id, row.id, f"row {row.id} was altered: its content does not match its hash."
-                        )
-                    expected_prev, expected_id = row.hash, row.id + 1
-                    if row.action == "prune" and row.outcome == "ok":
-                        last_prune = row
-                    count += 1
+            hash_at, prev_at = COLUMNS.index("hash"), COLUMNS.index("prev_hash")
+            action_at, outcome_at = COLUMNS.index("action"), COLUMNS.index("outcome")
+            async with (
+                self._db.execute(f"{_SELECT} ORDER BY id") as cursor,
+                contextlib.aclosing(_chunks(cursor)) as chunks,
+            ):
+                async for chunk in chunks:
+                    for raw in chunk:  # value tuples in COLUMNS order: no object per row on a million-row walk
+                        row_id = raw[0]
+                        first_id = row_id if first_id is None else first_id
+                        if row_id != expected_id or raw[prev_at] != expected_prev:
+                            gap = (
+                                f"row {expected_id} is missing"
+                                if row_id != expected_id
+                                else "the row before it changed"
+                            )
+                            return VerifyResult(
+                                count,
+                                first_id,
+                                row_id,
+                                f"row {row_id} does not follow on from the row before it ({gap}).",
+                            )
+                        if _hash_values(expected_prev, raw[:_HASHED]) != raw[hash_at]:
+                            return VerifyResult(
+                                count,
+                                first_id,
+                                row_id,
+                                f"row {row_id} was altered: its content does not match its hash.",
+                            )
+                        expected_prev, expected_id = raw[hash_at], row_id + 1
+                        if raw[action_at] == "prune" and raw[outcome_at] == "ok":
+                            last_prune = AuditRow(*raw)
+                        count += 1
             tip_id, tip_hash = await self._meta("tip_id"), await self._meta("tip_hash")
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
@@ -514,48 +584,91 @@ class AuditStore:
         if tip_id is not None and int(tip_id) == last_id and tip_hash != expected_prev:
             return VerifyResult(count, first_id, last_id, f"row {last_id} is not the row that was written last.")
         if anchor_id_text is not None:
-            mark = f"anchor row {anchor_id_text} hash {anchor_hash}"
-            if last_prune is None or mark not in last_prune.detail:
+            # The anchor is the row the last prune recorded, or, while a prune is under way or was interrupted, a
+            # row before it: the rows from there up to the recorded one were due to go and are still checked.
+            mark = _PRUNE_MARK.search(last_prune.detail) if last_prune is not None else None
+            anchor_id = int(anchor_id_text)
+            if mark is None or not (int(mark[1]) > anchor_id or (int(mark[1]) == anchor_id and mark[2] == anchor_hash)):
                 return VerifyResult(
                     count, first_id, first_id,
                     f"the log starts after row {anchor_id_text}, but no prune recorded removing the rows before it.",
                 )  # fmt: skip
         return VerifyResult(count, first_id)
 
-    async def prune(self, older_than: datetime, actor: Actor) -> PruneResult:
-        """Remove rows older than a moment. The last removed row's hash becomes the chain's anchor, and a row of
-        its own (action `prune`) records that anchor in the chain."""
+    async def prune(
+        self,
+        older_than: datetime,
+        actor: Actor,
+        *,
+        batch_rows: int = PRUNE_BATCH_ROWS,
+        progress: Callable[[int], None] | None = None,
+    ) -> PruneResult:
+        """Remove rows older than a moment. A row of its own (action `prune`) first records the last row to go and
+        its hash, which becomes the chain's anchor. Rows go in transactions sized to last about
+        PRUNE_BATCH_SECONDS (at most `batch_rows` rows), each moving the anchor with it, with a pause as long as
+        the batch took, so commands (in this process or another) write their rows in between; a prune
+        interrupted half-way leaves a chain that verifies, and running it again finishes it. `progress` is called
+        with the rows removed so far after each batch."""
         cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
-        async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            async with self._db.execute(
+                "SELECT id, hash FROM audit WHERE ts < ? ORDER BY ts DESC, id DESC LIMIT 1", (cutoff,)
+            ) as cursor:
+                last = await cursor.fetchone()
+            async with self._db.execute("SELECT id FROM audit ORDER BY id LIMIT 1") as cursor:
+                first = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+        if last is None or first is None:
+            return PruneResult(0, None)
+        last_id, last_hash = int(last[0]), str(last[1])
+        detail = (
+            f"removed {last_id - int(first[0]) + 1} rows older than {cutoff[:19]}Z, up to row {last_id}; "
+            f"anchor row {last_id} hash {last_hash}"
+        )
+        await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
+        removed, done, size = 0, False, min(batch_rows, 100)
+        smallest = min(batch_rows, 50)  # below this a batch is mostly its commit
+        while not done:
+            async with self._write_lock:
                 try:
-                    async with self._db.execute(
-                        "SELECT id, hash FROM audit WHERE ts < ? ORDER BY id DESC LIMIT 1", (cutoff,)
-                    ) as cursor:
-                        last = await cursor.fetchone()
-                    removed = 0
-                    if last is not None:
-                        cursor = await self._db.execute("DELETE FROM audit WHERE id <= ?", (last[0],))
-                        removed = cursor.rowcount
-                        await self._db.executemany(
-                            "INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
-                            [("anchor_id", str(last[0])), ("anchor_hash", str(last[1]))],
-                        )
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        await self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
-        if last is not None:
-            detail = (
-                f"removed {removed} rows older than {cutoff[:19]}Z, up to row {last[0]}; "
-                f"anchor row {last[0]} hash {last[1]}"
-            )
-            await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
-        return PruneResult(removed, int(last[0]) if last else None)
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    started = time.monotonic()
+                    try:
+                        # The batch ends at the newest row of the next `size` ids (ids have no gaps in a
+                        # chain, but a row may be missing in a broken one); its hash is the anchor it leaves.
+                        async with self._db.execute(
+                            "SELECT id, hash FROM audit WHERE id <= MIN(?, (SELECT MIN(id) FROM audit) + ?) "
+                            "ORDER BY id DESC LIMIT 1",
+                            (last_id, size - 1),
+                        ) as cursor:
+                            end = await cursor.fetchone()
+                        if end is not None:
+                            cursor = await self._db.execute("DELETE FROM audit WHERE id <= ?", (end[0],))
+                            removed += cursor.rowcount
+                            await self._db.executemany(
+                                "INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)",
+                                [("anchor_id", str(end[0])), ("anchor_hash", str(end[1]))],
+                            )
+                        await self._db.execute("COMMIT")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            await self._db.execute("ROLLBACK")
+                        raise
+                    # Copy this batch's pages into the file now: left to the automatic checkpoint, a command's
+                    # commit would copy several batches' worth of scattered pages, and wait for that.
+                    await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+            done = end is None or int(end[0]) >= last_id
+            if progress is not None:
+                progress(removed)
+            if not done:
+                took = time.monotonic() - started
+                # Deleting touches index pages all over the file, so a row's cost varies: size by the clock.
+                size = max(smallest, min(batch_rows, 2 * size, int(size * PRUNE_BATCH_SECONDS / max(took, 1e-6))))
+                await asyncio.sleep(took)
+        return PruneResult(removed, last_id)
 
     # --- backup ---------------------------------------------------------------------------------------------
 

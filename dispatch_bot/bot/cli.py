@@ -8,13 +8,12 @@ import contextlib
 import csv
 import gc
 import importlib.metadata
-import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -93,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .config import ConfigError, load_settings
+    from .log_redaction import configure_logging
+
     level = os.environ.get("DISPATCH_BOT_LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         print(f"dispatch-bot: DISPATCH_BOT_LOG_LEVEL is {level!r}; use DEBUG, INFO, WARNING or ERROR.", file=sys.stderr)
@@ -134,6 +136,8 @@ def _check_database_path(settings: Settings, *, write: bool = True) -> None:
 
 
 async def _console(settings: Settings, text: str | None) -> int:
+    from .runtime import Runtime
+
     runtime = await Runtime.open(settings)
     try:
         return await console(runtime, text)
@@ -142,6 +146,9 @@ async def _console(settings: Settings, text: str | None) -> int:
 
 
 async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
+
+    from .config import ConfigError
+    from .runtime import Runtime
     from .slack_app import SlackSetupError, SlackTransport
 
     runtime = await Runtime.open(settings)
@@ -215,6 +222,10 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ..commands.grammar import GrammarError
+    from .audit_store import AuditStore
+    from .config import ConfigError
+
     words: list[str] = list(args.filters)
     if args.db:
         settings = replace(settings, database=args.db)
@@ -251,18 +262,24 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     store = await AuditStore.open(settings.database)
     try:
         # The row stream is closed before the store, also when the reader goes away in the middle of it.
-        stream = cast(AsyncGenerator[AuditRow, None], store.rows(query, limit=None if args.all else query.limit))
+        limit = None if args.all else query.limit
+        out = sys.stdout
+        if args.format == "jsonl":
+            async with contextlib.aclosing(
+                cast(AsyncGenerator[str, None], store.json_lines(query, limit=limit))
+            ) as lines:
+                async for text in lines:
+                    out.write(text)
+        elif args.format == "csv":
+            writer = csv.writer(out)
+            writer.writerow(COLUMNS)
+            values = cast(AsyncGenerator[list[tuple[object, ...]], None], store.row_values(query, limit=limit))
+            async with contextlib.aclosing(values) as chunks:
+                async for chunk in chunks:
+                    writer.writerows(chunk)
+        stream = cast(AsyncGenerator[AuditRow, None], store.rows(query, limit=limit))
         async with contextlib.aclosing(stream) as rows:
-            out = sys.stdout
-            if args.format == "jsonl":
-                async for row in rows:
-                    out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
-            elif args.format == "csv":
-                writer = csv.writer(out)
-                writer.writerow(COLUMNS)
-                async for row in rows:
-                    writer.writerow(getattr(row, c) for c in COLUMNS)
-            else:
+            if args.format == "table":
                 out.write(
                     f"{'id':>6}  {'time (UTC)':19}  {'user':16}  {'action':9}  {'room':20}  {'outcome':7}  detail\n"
                 )
@@ -307,6 +324,8 @@ async def _backup(settings: Settings, target: Path) -> int:
 
 
 async def _verify(settings: Settings) -> int:
+    from .audit_store import AuditStore
+
     store = await AuditStore.open(settings.database)
     try:
         result = await store.verify()
@@ -321,6 +340,9 @@ async def _verify(settings: Settings) -> int:
 
 
 async def _prune(settings: Settings, older_than: str | None) -> int:
+    from .audit_store import AuditStore
+    from .config import ConfigError
+
     if older_than is None and settings.retention_days is None:
         raise ConfigError("audit prune needs --older-than DURATION (like 90d), or audit.retention_days in the config.")
     try:

@@ -1,0 +1,81 @@
+"""Streaming export and verify over more rows than one fetch: the same rows, in the same order, as the database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from dispatch_bot.bot.audit_store import COLUMNS, STREAM_CHUNK, AuditStore
+from dispatch_bot.commands.ports import Actor, AuditRecord
+from tests.conftest import read_audit
+from tests.test_console import bot_env, run_cli
+
+ROWS = 2 * STREAM_CHUNK + 321  # three fetches, the last one partial
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+async def fill(path: str) -> None:
+    clock = {"now": T0}
+    store = await AuditStore.open(path, synchronous="OFF", now=lambda: clock["now"])  # setup only: no fsync
+    try:
+        for i in range(ROWS):
+            clock["now"] = T0 + timedelta(seconds=i)
+            actor = Actor("slack", f"U{i % 7}", "zoë", "T1", "C1", 'ops, "east"')
+            room = f"room-{i % 5}"
+            detail = 'line one\nline two,\twith "quotes", \\ \x01 and ünïcode ✓' if i % 3 else ""
+            await store.record(
+                AuditRecord(actor, f"captions {room}", "dispatch", "ok", "speech-processing", room, detail=detail)
+            )
+    finally:
+        await store.close()
+
+
+async def test_jsonl_and_csv_exports_stream_every_row_newest_first(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    await fill(settings.database)
+    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    expected = list(reversed(read_audit(Path(settings.database))))
+    assert len(expected) == ROWS
+
+    code, out, err = await run_cli(["audit", "--all", "--format", "jsonl"], env)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert [json.loads(line) for line in lines] == expected
+    assert [list(json.loads(line)) for line in lines[:1]] == [list(COLUMNS)]  # keys in column order
+    # One compact JSON object per line, non-ASCII kept as it is: byte for byte what json.dumps would write.
+    assert lines == [json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in expected]
+
+    code, out, err = await run_cli(["audit", "--all", "--format", "csv"], env)
+    assert code == 0 and err == ""
+    records = list(csv.reader(io.StringIO(out)))
+    assert records[0] == list(COLUMNS)
+    assert records[1:] == [[str(row[c]) for c in COLUMNS] for row in expected]
+
+    code, out, _ = await run_cli(["audit", "room:room-3", "limit:1500", "--format", "jsonl"], env)
+    picked = [row for row in expected if row["room"] == "room-3"][:1500]
+    assert code == 0 and [json.loads(line) for line in out.splitlines()] == picked
+
+
+async def test_verify_walks_every_fetch_and_names_an_altered_row_in_a_later_one(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    await fill(settings.database)
+    env = bot_env(settings, tmp_path / "dispatch-bot.yaml")
+    code, out, _ = await run_cli(["audit", "verify"], env)
+    assert (code, out.strip()) == (0, f"audit log intact: {ROWS} rows, every hash and link checked.")
+
+    altered = STREAM_CHUNK + 500
+    with sqlite3.connect(settings.database) as db:
+        db.execute("UPDATE audit SET detail = 'nothing happened' WHERE id = ?", (altered,))
+    code, out, _ = await run_cli(["audit", "verify"], env)
+    assert code == 1
+    assert out.strip() == (
+        f"audit log BROKEN at row {altered}: row {altered} was altered: its content does not match its hash. "
+        f"({altered - 1} rows before it check out)."
+    )

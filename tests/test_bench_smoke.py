@@ -1,0 +1,60 @@
+"""Each benchmark script runs end to end at a tiny size, so none of them rots. No timing is asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "ack_latency": ["--requests", "6", "--concurrency", "2", "--rounds", "1"],
+    "audit_store": ["--rows", "300", "--queries", "2", "--commands", "8", "--concurrency", "2", "--rounds", "2"],
+    "link_mint": ["--tokens", "20", "--commands", "5", "--rounds", "1"],
+    "end_to_end": ["--rates", "20", "--duration", "0.3", "--warmup", "3"],
+    "audit_prune": ["--rows", "300", "--quiet", "0.1", "--batch", "40"],
+    "audit_export": ["--rows", "300", "--rounds", "1"],
+}
+
+
+def run_bench(name: str, tmp_path: Path) -> dict[str, Any]:
+    extra = ["--dir", str(tmp_path)] if name in ("audit_store", "link_mint", "audit_prune", "audit_export") else []
+    proc = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", *TINY[name], *extra, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
+    report = run_bench(name, tmp_path)
+    assert report["config"]  # every report says what it ran
+    if name == "end_to_end":
+        rounds = report["rounds"]
+        assert {(r["target"], r["commands"], r["errors"]) for r in rounds} == {("bare", 6, 0), ("bot", 6, 0)}
+        assert all(r["completed_per_s"] > 0 and r["cpu_ms_per_command"] > 0 for r in rounds)
+    elif name == "audit_prune":
+        assert report["pruned"]["rows"] == 150 and report["verify"]["intact"]
+        assert report["pruned"]["batches"] == 4  # 150 rows, 40 at a time
+    elif name == "audit_export":
+        assert report["errors"] == []  # each product export was byte for byte the plain loop's
+        assert set(report["ratio_product_speed_over_plain"]) == {"verify", "jsonl", "csv"}
+    elif name == "audit_store":
+        assert set(report["ratio_audited_over_baseline"]) == {
+            "seq / plain",
+            "seq / schema",
+            "conc / plain",
+            "conc / schema",
+        }
