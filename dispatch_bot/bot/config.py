@@ -60,6 +60,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "keep_retries": "number",
         "keep_backoff": "duration",
     },
+    "limits": {"per_user_per_minute": "number"},
 }
 _RULE_KEYS = ("name", "rooms", "agents", "channel")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
@@ -124,6 +125,7 @@ class Settings:
     keep_retries: int = 3
     keep_backoff: float = 10.0
     rules: tuple[DispatchRule, ...] = ()
+    per_user_per_minute: int = 10
 
     def command_settings(self) -> CommandSettings:
         return CommandSettings(
@@ -259,6 +261,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     links = _section(data, "links", source)
     agents = _section(data, "agents", source)
     watch = _section(data, "watch", source)
+    limits = _section(data, "limits", source)
 
     sections = {"slack": slack, "livekit": livekit, "audit": audit, "links": links, "agents": agents}
 
@@ -369,6 +372,9 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     if isinstance(keep_retries, bool) or not isinstance(keep_retries, int) or not 1 <= keep_retries <= 100:
         raise ConfigError(f"watch.keep_retries is {keep_retries!r}; give a whole number from 1 to 100.")
     rules = _rules(data.get("rules"), aliases)
+    per_minute = limits.get("per_user_per_minute", 10)
+    if isinstance(per_minute, bool) or not isinstance(per_minute, int) or not 1 <= per_minute <= 10000:
+        raise ConfigError(f"limits.per_user_per_minute is {per_minute!r}; give a whole number from 1 to 10000.")
 
     policy = None
     if "policy" in data:
@@ -408,6 +414,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         keep_retries=keep_retries,
         keep_backoff=_seconds(watch.get("keep_backoff", "10s"), "watch.keep_backoff"),
         rules=rules,
+        per_user_per_minute=per_minute,
     )
 
 

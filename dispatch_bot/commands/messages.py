@@ -756,3 +756,15 @@ def group_unreadable(action: str, agent: str, room: str, group: str, why: str) -
         "Nothing was done; try again in a minute.",
         {**what.values, "group": group, "why": why},
     )
+
+
+# --- per-person limits -----------------------------------------------------------------------------------------
+
+
+def rate_limited(limit: int, seconds: int) -> Text:
+    return text(
+        ":no_entry_sign: You have run {limit} commands that change something in the last minute, the most one "
+        "person may. Nothing was done; try again in {seconds} s.",
+        limit=str(limit),
+        seconds=str(seconds),
+    )
