@@ -141,7 +141,7 @@ async def _console(settings: Settings, text: str | None) -> int:
 
 
 async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
-    from .slack_app import SlackSetupError, SlackTransport
+    from .slack_app import SlackSetupError, SlackTransport, SocketWatch
 
     runtime = await Runtime.open(settings)
     transport = SlackTransport(runtime)
@@ -178,7 +178,10 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             if connecting.done():
                 connecting.result()
                 log.info("Socket Mode: connected")
+                # Awaits the client's connection check and reconnects when it stays down; /healthz follows it.
+                watch = asyncio.create_task(SocketWatch(handler, settings.socket_check_interval).run(stop))
                 await stopping
+                await watch
             else:
                 connecting.cancel()
             stopping.cancel()

@@ -36,6 +36,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "api_url": "Web API URL",
         "port": "HTTP port",
         "max_concurrent_commands": "number",
+        "socket_check_interval": "duration",
     },
     "livekit": {
         "url": "server URL",
@@ -102,6 +103,7 @@ class Settings:
     slack_api_url: str = "https://slack.com/api/"
     port: int = 3000
     max_concurrent_commands: int = 8
+    socket_check_interval: float = 10.0
     livekit_url: str = "http://localhost:7880"
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = field(default="secret", repr=False)
@@ -386,6 +388,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     return Settings(
         policy=policy,
         max_concurrent_commands=concurrency,
+        socket_check_interval=_seconds(slack.get("socket_check_interval", "10s"), "slack.socket_check_interval"),
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
         public_ws_url=ws_url,

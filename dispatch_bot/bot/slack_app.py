@@ -6,6 +6,7 @@ Slack payload -> Actor + text -> CommandRunner -> Reply -> Block Kit. Nothing he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -220,6 +221,7 @@ class SlackTransport:
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
         self._http: aiohttp.ClientSession | None = None
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
+        self.socket: AsyncSocketModeHandler | None = None  # Socket Mode: /healthz asks its connection
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
 
@@ -433,6 +435,9 @@ class SlackTransport:
             return await to_aiohttp_response(bolt_response)
 
         async def healthz(_: web.Request) -> web.Response:
+            problems = await self.health()
+            if problems:
+                return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)
             return web.json_response({"ok": True})
 
         # ops: signature, timestamp, replay and body checks before Bolt (bot/http_guard.py)
@@ -446,7 +451,26 @@ class SlackTransport:
         return application
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
-        return AsyncSocketModeHandler(self.app, self.runtime.settings.slack_app_token, web_client=self.web_client())
+        """The Socket Mode connection, pinged every `slack.socket_check_interval`; /healthz follows it from now."""
+        settings = self.runtime.settings
+        self.socket = AsyncSocketModeHandler(
+            self.app,
+            settings.slack_app_token,
+            web_client=self.web_client(),
+            ping_interval=settings.socket_check_interval,
+        )
+        return self.socket
+
+    async def health(self) -> list[str]:
+        """What keeps the bot from serving, one phrase each: none when healthy."""
+        problems: list[str] = []
+        # is_connected() is a coroutine: called without await it is always truthy, and the check always passes.
+        if self.socket is not None and not await self.socket.client.is_connected():
+            problems.append(SOCKET_DOWN)
+        why = await self.runtime.audit.writable()
+        if why is not None:
+            problems.append(f"the audit database {self.runtime.settings.database} is not writable ({why})")
+        return problems
 
     async def drain(self, followup_grace: float | None = None) -> None:
         """Wait for the commands still running, then for their follow-ups (at most `followup_grace` seconds,
@@ -492,6 +516,46 @@ class SlackTransport:
                     f"Cannot reach Slack at {settings.slack_api_url} ({_why(exc)}): check the network "
                     "and SLACK_API_URL."
                 ) from None
+
+
+SOCKET_DOWN = "Slack's Socket Mode connection is down; reconnecting"
+
+
+class SocketWatch:
+    """Watches the Socket Mode connection and reconnects it when it has dropped and stays down.
+
+    slack_sdk's client reconnects by itself; this steps in when its own monitor has stopped (slack_sdk #1110,
+    #1446), at the next check after the one that first saw the connection down.
+    """
+
+    def __init__(self, handler: AsyncSocketModeHandler, interval: float) -> None:
+        self.handler = handler
+        self.interval = interval
+        self.reconnects = 0  # how many times this watch reconnected the client itself
+
+    async def run(self, stop: asyncio.Event) -> None:
+        down = 0  # checks in a row that found the connection down
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            if stop.is_set():
+                return
+            client = self.handler.client
+            if await client.is_connected():
+                if down:
+                    log.info("Socket Mode: connected again")
+                down = 0
+                continue
+            down += 1
+            if down == 1:
+                log.warning("Socket Mode: the connection to Slack dropped; reconnecting")
+                continue
+            try:
+                await client.connect_to_new_endpoint()
+            except Exception as exc:  # Slack still unreachable: the next check tries again
+                log.warning("Socket Mode: reconnecting failed (%s); trying again in %g s", _why(exc), self.interval)
+            else:
+                self.reconnects += 1
 
 
 class SlackSetupError(Exception):
