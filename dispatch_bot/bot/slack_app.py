@@ -36,6 +36,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, AuditError, AuditRecord, Profile
 from ..commands.reply import Reply, Text
+from .app_home import HOME_DISPATCH, MODAL, Submission, dispatch_modal, gather_facts, home_view
 from .http_guard import SlackRequestGuard
 from .log_redaction import typed_text_masker
 from .policy import Policy
@@ -213,6 +214,9 @@ class SlackTransport:
         self.app.action("dispatch_refresh")(self._on_button)
         self.app.action("dispatch_again")(self._on_button)
         self.app.action("join_link")(self._on_link_opened)
+        self.app.event("app_home_opened")(self._on_home_opened)
+        self.app.action(HOME_DISPATCH)(self._on_home_dispatch)
+        self.app.view(MODAL)(self._on_dispatch_submitted)
         self.people = SlackPeople(self.client)
         policy = settings.policy
         self.groups = SlackGroups(self.client, policy) if policy is not None and policy.group_names() else None
@@ -278,6 +282,51 @@ class SlackTransport:
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
+
+    # --- App Home ----------------------------------------------------------------------------------------------
+
+    async def _on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if event.get("tab") != "home":  # the Messages tab: nothing to publish
+            return
+        user = str(event.get("user") or "")
+        await self.publish_home(Actor(source="slack", user_id=user, team_id=str(body.get("team_id") or "")))
+
+    async def publish_home(self, actor: Actor) -> None:
+        """views.publish of this person's Home tab, showing only what the policy lets them see."""
+        task = asyncio.current_task()
+        if task is not None:  # a shutdown (and a test) waits for it like for a command
+            self.commands.add(task)
+            task.add_done_callback(self.commands.discard)
+        if self.groups is not None:
+            await self.groups.refresh()
+        ctx = self.runtime.context(actor, self.people)
+        facts = await gather_facts(self.runtime, actor.user_id, ctx.may)
+        view = home_view(facts, self.runtime.settings.slack_command)
+        try:
+            await self.client.views_publish(user_id=actor.user_id, view=view)
+        except Exception as exc:  # nobody to tell: the tab keeps what it showed before
+            log.warning("could not publish the Home tab for %s: %s", actor.user_id, _why(exc))
+
+    async def _on_home_dispatch(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        try:  # first, before anything slow: the trigger is valid for three seconds
+            trigger = str(body.get("trigger_id") or "")
+            await self.client.views_open(trigger_id=trigger, view=dispatch_modal(self.runtime))
+        except Exception as exc:
+            log.warning("could not open the Dispatch form: %s", _why(exc))
+
+    async def _on_dispatch_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()  # the modal closes; the answer comes in the channel picked, as the slash command's would
+        asked = Submission(view, body)
+        user = body.get("user") or {}
+        actor = Actor(
+            source="slack",
+            user_id=str(user.get("id") or ""),
+            user_name=str(user.get("username") or user.get("name") or ""),
+            team_id=str((body.get("team") or {}).get("id") or user.get("team_id") or ""),
+            channel_id=asked.channel,
+        )
+        await self._run(actor, self._mask(asked.command()), asked.response_url)
 
     async def _run(self, actor: Actor, text: str, response_url: str) -> None:
         task = asyncio.current_task()

@@ -594,6 +594,8 @@ class FakeSlack:
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "apps.connections.open": self._apps_connections_open,
+            "views.publish": self._view,
+            "views.open": self._view,
         }
 
     def _next_ts(self) -> str:
@@ -676,6 +678,13 @@ class FakeSlack:
         if group is None:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": list(group["users"])}
+
+    def _view(self, params: dict[str, Any]) -> dict[str, Any]:
+        """views.publish and views.open: the view back with the ids Slack gives it."""
+        view = _as_json_object(params.get("view"))
+        if not isinstance(view, dict) or "type" not in view:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": {**view, "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": TEAM_ID}}
 
     def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         ticket = uuid.uuid4()
