@@ -340,3 +340,17 @@ async def test_many_rooms_and_agents_stay_within_slacks_limits_and_say_what_is_l
     post = await slack.wait_for_web_call("chat.postMessage")
     assert f"sent *{names[149]}* into *{long_room}*" in all_text(post.params)
     check_payloads(slack)
+
+
+async def test_http_mode_answers_slacks_url_verification_for_the_event_subscription(bot: BotUnderTest) -> None:
+    """Enabling the events' request URL (manifest-http.yml) makes Slack send a signed challenge first."""
+    body = json.dumps(
+        {
+            "token": "verification-token",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
+    status, answer = await bot.post(body, signed_headers(body, SIGNING_SECRET, content_type="application/json"))
+    assert status == 200
+    assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in answer

@@ -37,7 +37,16 @@ from slack_sdk.models.views import View
 
 from ..commands.grammar import shorten
 from ..commands.list import age
-from ..commands.ports import AuditError, AuditQuery, AuditRow, BackendError, Participant, RoomInfo, WatchRecord
+from ..commands.ports import (
+    AuditError,
+    AuditQuery,
+    AuditRow,
+    BackendError,
+    DispatchRule,
+    Participant,
+    RoomInfo,
+    WatchRecord,
+)
 from ..commands.registry import COMMANDS
 from ..commands.reply import Mention, text
 from .render import escape_mrkdwn, pack_sections, slack_mention
@@ -134,7 +143,7 @@ _STATES = {
 
 
 def supervision_lines(
-    rules: Sequence[Any], watches: Sequence[WatchRecord] | None, slash: str, problem: str = ""
+    rules: Sequence[DispatchRule], watches: Sequence[WatchRecord] | None, slash: str, problem: str = ""
 ) -> list[str]:
     lines: list[str] = []
     if rules:
@@ -222,7 +231,7 @@ def _part(title: str, lines: list[str], empty: str) -> list[Block]:
 
 def home_view(facts: HomeFacts, slash: str) -> View:
     """The Home tab: at most 2 + 5 × (1 + SECTIONS_PER_PART) blocks, well within a view's 100."""
-    intro = f"Send agents into rooms, see where they are, and who did what. Everything here is also `{slash} help`."
+    intro = f"Send agents into rooms, see where they are and who did what. In any channel, `{slash} help` says more."
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=intro)),
     ]
