@@ -39,6 +39,16 @@ async def round_trip(slack: FakeSlack, text: str = "help") -> None:
     await slack.wait_for_response(url=url)
 
 
+async def read_until(stream: asyncio.StreamReader, words: str) -> str:
+    """The process's log up to and including the first line with `words` (the watch's own line)."""
+    seen = ""
+    while words not in seen:
+        line = await asyncio.wait_for(stream.readline(), timeout=20)
+        assert line, f"the log ended without {words!r}: {seen}"
+        seen += line.decode()
+    return seen
+
+
 async def drop_and_refuse(slack: FakeSlack) -> None:
     """The connection dropped, and Slack will not hand out a new one until healed; returns once the bot has
     noticed (it asked for a new connection and was refused)."""
@@ -67,6 +77,8 @@ async def test_serve_in_socket_mode_reports_a_dropped_connection_and_its_return(
         status, body = await health(url)
         assert status == 503
         assert body == {"ok": False, "reason": "Slack's Socket Mode connection is down; reconnecting"}
+        assert proc.stderr is not None
+        early = await read_until(proc.stderr, "Socket Mode: the connection to Slack dropped; reconnecting")
 
         slack.heal()
         await slack.wait_socket_connected(count=2, timeout=20)
@@ -75,7 +87,7 @@ async def test_serve_in_socket_mode_reports_a_dropped_connection_and_its_return(
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    log = err.decode()
+    log = early + err.decode()
     assert proc.returncode == 0, log
     assert "Traceback" not in log
     assert "Socket Mode: the connection to Slack dropped; reconnecting" in log
