@@ -33,8 +33,7 @@ RUN pip install --no-deps .
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 3000
-# Right for HTTP mode today: /healthz answers on PORT. Socket Mode opens no port until it serves /healthz as
-# well (planned), so run a Socket Mode container with --no-healthcheck (compose: healthcheck: disable: true) till then.
+# Both modes serve /healthz on PORT: 200 while the audit database takes a write and (Socket Mode) Slack is connected.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-m", "dispatch_bot.bot.healthcheck"]
 ENTRYPOINT ["dispatch-bot"]

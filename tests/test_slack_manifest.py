@@ -32,6 +32,8 @@ SCOPES_BY_METHOD: dict[str, tuple[str, ...]] = {
     "users.info": ("users:read",),
     "usergroups.list": ("usergroups:read",),
     "usergroups.users.list": ("usergroups:read",),
+    "views.publish": (),  # the Home tab: no scope (Slack's method reference lists none)
+    "views.open": (),  # the Dispatch form: no scope
 }
 # Flags the usage hint must show even before every command has them.
 REQUIRED_FLAGS = {"--metadata", "--keep", "--name", "--ttl"}

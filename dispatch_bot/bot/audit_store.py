@@ -684,6 +684,20 @@ class AuditStore:
         except (sqlite3.Error, OSError) as exc:
             raise AuditError(f"Copying the audit database {self.path} to {target} failed: {_describe(exc)}.") from None
 
+    # --- health ---------------------------------------------------------------------------------------------
+
+    async def writable(self) -> str | None:
+        """None when a write commits now, else why not in a few words (for /healthz); no audit row is added."""
+        stamp = self._now().astimezone(UTC).isoformat(timespec="seconds")
+        async with self._write_lock:
+            try:
+                await self._db.execute(
+                    "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('health_written_at', ?)", (stamp,)
+                )
+            except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the connection is closed
+                return _describe(exc)
+        return None
+
 
 # --- supervision state (schema version 2) ---------------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
 
     from .config import ConfigError
     from .runtime import Runtime
-    from .slack_app import SlackSetupError, SlackTransport
+    from .slack_app import SlackSetupError, SlackTransport, SocketWatch
 
     runtime = await Runtime.open(settings)
     transport = SlackTransport(runtime)
@@ -188,7 +188,10 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
             if connecting.done():
                 connecting.result()
                 log.info("Socket Mode: connected")
+                # Awaits the client's connection check and reconnects when it stays down; /healthz follows it.
+                watch = asyncio.create_task(SocketWatch(handler, settings.socket_check_interval).run(stop))
                 await stopping
+                await watch
             else:
                 connecting.cancel()
             stopping.cancel()

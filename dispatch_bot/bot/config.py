@@ -37,6 +37,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "port": "HTTP port",
         "max_concurrent_commands": "number",
         "shutdown_timeout": "duration",
+        "socket_check_interval": "duration",
     },
     "livekit": {
         "url": "server URL",
@@ -61,6 +62,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "keep_retries": "number",
         "keep_backoff": "duration",
     },
+    "limits": {"per_user_per_minute": "number"},
 }
 _RULE_KEYS = ("name", "rooms", "agents", "channel")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
@@ -103,6 +105,7 @@ class Settings:
     port: int = 3000
     max_concurrent_commands: int = 8
     shutdown_timeout: float = 10.0
+    socket_check_interval: float = 10.0
     livekit_url: str = "http://localhost:7880"
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = field(default="secret", repr=False)
@@ -126,6 +129,7 @@ class Settings:
     keep_retries: int = 3
     keep_backoff: float = 10.0
     rules: tuple[DispatchRule, ...] = ()
+    per_user_per_minute: int = 10
 
     def command_settings(self) -> CommandSettings:
         return CommandSettings(
@@ -261,6 +265,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     links = _section(data, "links", source)
     agents = _section(data, "agents", source)
     watch = _section(data, "watch", source)
+    limits = _section(data, "limits", source)
 
     sections = {"slack": slack, "livekit": livekit, "audit": audit, "links": links, "agents": agents}
 
@@ -371,6 +376,9 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     if isinstance(keep_retries, bool) or not isinstance(keep_retries, int) or not 1 <= keep_retries <= 100:
         raise ConfigError(f"watch.keep_retries is {keep_retries!r}; give a whole number from 1 to 100.")
     rules = _rules(data.get("rules"), aliases)
+    per_minute = limits.get("per_user_per_minute", 10)
+    if isinstance(per_minute, bool) or not isinstance(per_minute, int) or not 1 <= per_minute <= 10000:
+        raise ConfigError(f"limits.per_user_per_minute is {per_minute!r}; give a whole number from 1 to 10000.")
 
     policy = None
     if "policy" in data:
@@ -382,6 +390,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     return Settings(
         policy=policy,
         max_concurrent_commands=concurrency,
+        socket_check_interval=_seconds(slack.get("socket_check_interval", "10s"), "slack.socket_check_interval"),
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
         public_ws_url=ws_url,
@@ -411,6 +420,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         keep_retries=keep_retries,
         keep_backoff=_seconds(watch.get("keep_backoff", "10s"), "watch.keep_backoff"),
         rules=rules,
+        per_user_per_minute=per_minute,
     )
 
 

@@ -100,6 +100,11 @@ def _sections(lines: list[str], room: int) -> list[str]:
     return [*(c for c, _ in kept), more_lines(len(lines) - shown - 1)]
 
 
+def pack_sections(lines: list[str], room: int) -> list[str]:
+    """Lines (already rendered mrkdwn) as at most `room` section texts, the last saying how many did not fit."""
+    return _sections(lines, room)
+
+
 def _button(button: Button) -> ButtonElement | None:
     if len(button.command) > ButtonElement.value_max_length:
         return None  # a command cut short would run something else: no button rather than a wrong one

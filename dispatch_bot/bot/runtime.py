@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..commands.context import CommandContext, KeyedLocks
+from ..commands.context import CommandContext, KeyedLocks, PersonLimiter
 from ..commands.ports import Actor, PeopleDirectory
 from ..commands.runner import CommandRunner
 from ..commands.supervision import WatchPolicy
@@ -30,6 +30,7 @@ class Runtime:
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process
         self.intake = Intake(audit)
+        self.limiter = PersonLimiter(settings.per_user_per_minute)  # shared by Slack commands and buttons
         self.supervisor: Supervisor | None = None
         if settings.watch_enabled:
             policy = WatchPolicy(settings.followup_timeout, settings.keep_retries, settings.keep_backoff)
@@ -74,4 +75,5 @@ class Runtime:
             authorizer=self.settings.policy,
             watches=self.supervisor,
             signals=self.supervisor,
+            limiter=self.limiter,
         )

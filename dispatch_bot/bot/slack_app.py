@@ -6,6 +6,7 @@ Slack payload -> Actor + text -> CommandRunner -> Reply -> Block Kit. Nothing he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -35,6 +36,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from ..commands.grammar import shorten
 from ..commands.ports import Actor, AuditError, AuditRecord, Profile
 from ..commands.reply import Reply, Text
+from .app_home import HOME_DISPATCH, MODAL, Submission, dispatch_modal, gather_facts, home_view
 from .http_guard import SlackRequestGuard
 from .intake import settle_unfinished
 from .log_redaction import typed_text_masker
@@ -213,6 +215,9 @@ class SlackTransport:
         self.app.action("dispatch_refresh")(self._on_button)
         self.app.action("dispatch_again")(self._on_button)
         self.app.action("join_link")(self._on_link_opened)
+        self.app.event("app_home_opened")(self._on_home_opened)
+        self.app.action(HOME_DISPATCH)(self._on_home_dispatch)
+        self.app.view(MODAL)(self._on_dispatch_submitted)
         self.people = SlackPeople(self.client)
         policy = settings.policy
         self.groups = SlackGroups(self.client, policy) if policy is not None and policy.group_names() else None
@@ -222,6 +227,7 @@ class SlackTransport:
         self._http: aiohttp.ClientSession | None = None
         self._closed = False
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
+        self.socket: AsyncSocketModeHandler | None = None  # Socket Mode: /healthz asks its connection
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
 
@@ -300,6 +306,51 @@ class SlackTransport:
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
+
+    # --- App Home ----------------------------------------------------------------------------------------------
+
+    async def _on_home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if event.get("tab") != "home":  # the Messages tab: nothing to publish
+            return
+        user = str(event.get("user") or "")
+        await self.publish_home(Actor(source="slack", user_id=user, team_id=str(body.get("team_id") or "")))
+
+    async def publish_home(self, actor: Actor) -> None:
+        """views.publish of this person's Home tab, showing only what the policy lets them see."""
+        task = asyncio.current_task()
+        if task is not None:  # a shutdown (and a test) waits for it like for a command
+            self.commands.add(task)
+            task.add_done_callback(self.commands.discard)
+        if self.groups is not None:
+            await self.groups.refresh()
+        ctx = self.runtime.context(actor, self.people)
+        facts = await gather_facts(self.runtime, actor.user_id, ctx.may)
+        view = home_view(facts, self.runtime.settings.slack_command)
+        try:
+            await self.client.views_publish(user_id=actor.user_id, view=view)
+        except Exception as exc:  # nobody to tell: the tab keeps what it showed before
+            log.warning("could not publish the Home tab for %s: %s", actor.user_id, _why(exc))
+
+    async def _on_home_dispatch(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        try:  # first, before anything slow: the trigger is valid for three seconds
+            trigger = str(body.get("trigger_id") or "")
+            await self.client.views_open(trigger_id=trigger, view=dispatch_modal(self.runtime))
+        except Exception as exc:
+            log.warning("could not open the Dispatch form: %s", _why(exc))
+
+    async def _on_dispatch_submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack()  # the modal closes; the answer comes in the channel picked, as the slash command's would
+        asked = Submission(view, body)
+        user = body.get("user") or {}
+        actor = Actor(
+            source="slack",
+            user_id=str(user.get("id") or ""),
+            user_name=str(user.get("username") or user.get("name") or ""),
+            team_id=str((body.get("team") or {}).get("id") or user.get("team_id") or ""),
+            channel_id=asked.channel,
+        )
+        await self._run(actor, self._mask(asked.command()), asked.response_url)
 
     async def _run(self, actor: Actor, text: str, response_url: str, received_id: int = 0) -> None:
         task = asyncio.current_task()
@@ -457,6 +508,9 @@ class SlackTransport:
             return await to_aiohttp_response(bolt_response)
 
         async def healthz(_: web.Request) -> web.Response:
+            problems = await self.health()
+            if problems:
+                return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)
             return web.json_response({"ok": True})
 
         # ops: signature, timestamp, replay and body checks before Bolt (bot/http_guard.py)
@@ -470,7 +524,26 @@ class SlackTransport:
         return application
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
-        return AsyncSocketModeHandler(self.app, self.runtime.settings.slack_app_token, web_client=self.web_client())
+        """The Socket Mode connection, pinged every `slack.socket_check_interval`; /healthz follows it from now."""
+        settings = self.runtime.settings
+        self.socket = AsyncSocketModeHandler(
+            self.app,
+            settings.slack_app_token,
+            web_client=self.web_client(),
+            ping_interval=settings.socket_check_interval,
+        )
+        return self.socket
+
+    async def health(self) -> list[str]:
+        """What keeps the bot from serving, one phrase each: none when healthy."""
+        problems: list[str] = []
+        # is_connected() is a coroutine: called without await it is always truthy, and the check always passes.
+        if self.socket is not None and not await self.socket.client.is_connected():
+            problems.append(SOCKET_DOWN)
+        why = await self.runtime.audit.writable()
+        if why is not None:
+            problems.append(f"the audit database {self.runtime.settings.database} is not writable ({why})")
+        return problems
 
     async def drain(self, followup_grace: float | None = None, timeout: float | None = None) -> None:
         """Wait for the commands still running (at most `timeout` seconds: the rest are cancelled, and their
@@ -526,6 +599,46 @@ class SlackTransport:
                     f"Cannot reach Slack at {settings.slack_api_url} ({_why(exc)}): check the network "
                     "and SLACK_API_URL."
                 ) from None
+
+
+SOCKET_DOWN = "Slack's Socket Mode connection is down; reconnecting"
+
+
+class SocketWatch:
+    """Watches the Socket Mode connection and reconnects it when it has dropped and stays down.
+
+    slack_sdk's client reconnects by itself; this steps in when its own monitor has stopped (slack_sdk #1110,
+    #1446), at the next check after the one that first saw the connection down.
+    """
+
+    def __init__(self, handler: AsyncSocketModeHandler, interval: float) -> None:
+        self.handler = handler
+        self.interval = interval
+        self.reconnects = 0  # how many times this watch reconnected the client itself
+
+    async def run(self, stop: asyncio.Event) -> None:
+        down = 0  # checks in a row that found the connection down
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            if stop.is_set():
+                return
+            client = self.handler.client
+            if await client.is_connected():
+                if down:
+                    log.info("Socket Mode: connected again")
+                down = 0
+                continue
+            down += 1
+            if down == 1:
+                log.warning("Socket Mode: the connection to Slack dropped; reconnecting")
+                continue
+            try:
+                await client.connect_to_new_endpoint()
+            except Exception as exc:  # Slack still unreachable: the next check tries again
+                log.warning("Socket Mode: reconnecting failed (%s); trying again in %g s", _why(exc), self.interval)
+            else:
+                self.reconnects += 1
 
 
 class SlackSetupError(Exception):

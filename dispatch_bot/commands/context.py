@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +87,46 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+# Actions that change something in LiveKit or hand out a credential: these are limited per person.
+WRITE_ACTIONS = frozenset({"dispatch", "force", "stop", "link"})
+LIMIT_WINDOW = 60.0  # seconds: `limits.per_user_per_minute`
+
+
+class PersonLimiter:
+    """At most `per_minute` write commands per Slack person in any sixty seconds (a sliding window of times).
+
+    Only people in Slack are limited: the console runs on the host, next to the secrets, where a limit would stop
+    nobody; the bot's own rules and --keep are the operator's configuration.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._times: dict[tuple[str, str], deque[float]] = {}
+
+    def take(self, actor: Actor) -> float:
+        """0 when this person may go ahead (and it is counted), else the seconds until they may."""
+        if actor.source != "slack":
+            return 0.0
+        now = self._clock()
+        key = (actor.team_id, actor.user_id)
+        times = self._times.setdefault(key, deque())
+        while times and times[0] <= now - LIMIT_WINDOW:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            return max(times[0] + LIMIT_WINDOW - now, 0.001)
+        times.append(now)
+        self._forget(now)
+        return 0.0
+
+    def _forget(self, now: float) -> None:
+        """Drop people whose last write is older than the window, so the table stays as small as the active team."""
+        if len(self._times) < 1024:
+            return
+        for key in [k for k, t in self._times.items() if not t or t[-1] <= now - LIMIT_WINDOW]:
+            del self._times[key]
+
+
 @dataclass
 class CommandContext:
     backend: DispatchBackend
@@ -99,6 +142,8 @@ class CommandContext:
     signals: RoomSignals | None = None  # wakes a follow-up when a webhook names its room
     rule: str = ""  # the dispatch rule this command runs for, if any
     received_id: int = 0  # its received-command record (Slack commands), which its audit row completes
+    limiter: PersonLimiter | None = None  # None: no per-person limit
+    counted: bool = False  # this command has been counted against its person's limit already
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)
 
@@ -106,13 +151,22 @@ class CommandContext:
         self.facts.update(facts)
 
     def authorize(self, action: str, *, agent: str = "", room: str = "") -> None:
-        """Raise Denied unless the policy lets the person who asked do this."""
-        if self.authorizer is None:
-            return
-        decision = self.authorizer.decide(self.actor, action, agent=agent, room=room)
-        if not decision.allowed:
-            detail = f"denied by rule {decision.rule}" if decision.rule else "no policy rule allows it"
-            raise Denied([messages.denied(action, agent, room, decision.rule)], detail)
+        """Raise Denied unless the policy lets the person who asked do this, and (for a write) their limit does."""
+        if self.authorizer is not None:
+            decision = self.authorizer.decide(self.actor, action, agent=agent, room=room)
+            if not decision.allowed:
+                detail = f"denied by rule {decision.rule}" if decision.rule else "no policy rule allows it"
+                raise Denied([messages.denied(action, agent, room, decision.rule)], detail)
+        if action in WRITE_ACTIONS and self.limiter is not None and not self.counted:
+            wait = self.limiter.take(self.actor)
+            if wait:
+                seconds = math.ceil(wait)
+                limit = self.limiter.per_minute
+                raise Denied(
+                    [messages.rate_limited(limit, seconds)],
+                    f"limit: {limit} write commands a minute per person; try again in {seconds} s",
+                )
+            self.counted = True  # one command is one write, however many agents or checks it has
 
     def may(self, action: str) -> bool:
         return self.authorizer is None or self.authorizer.may_ever(self.actor, action)

@@ -770,3 +770,15 @@ def interrupted(command_text: str) -> list[Text]:
             "recorded."
         ),
     ]
+
+
+# --- per-person limits -----------------------------------------------------------------------------------------
+
+
+def rate_limited(limit: int, seconds: int) -> Text:
+    return text(
+        ":no_entry_sign: You have run {limit} commands that change something in the last minute, the most one "
+        "person may. Nothing was done; try again in {seconds} s.",
+        limit=str(limit),
+        seconds=str(seconds),
+    )

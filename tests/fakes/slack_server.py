@@ -9,7 +9,7 @@ event-driven (an `asyncio.Condition`), never polling.
 `fail(method, Failure...)` makes one Web API method (or `RESPONSE_URL`, every response_url post) answer as a
 failing Slack or a proxy in front of it does: a 5xx in text/plain or HTML, `{"ok": false}`, a 429 with
 `Retry-After`, a connection reset, or no answer at all (until `release()` or stop). A refused connection is an
-address where nothing listens: `refused_url`.
+address where nothing listens: `refused_url`. `drop_sockets()` cuts the Socket Mode connections without a word.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ class FakeSlack:
         self._ts_counter = itertools.count(1)
         self._response_counter = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
+        self._transports: dict[web.WebSocketResponse, asyncio.Transport] = {}  # to drop a connection
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -404,6 +405,17 @@ class FakeSlack:
         """Ask the client to reconnect, as Slack does now and then: it opens a new URL and connection."""
         await self._newest_socket().send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
 
+    async def drop_sockets(self) -> int:
+        """Drop every open Socket Mode connection without a close frame, as a network blip or a dead proxy does;
+        returns how many were dropped."""
+        dropped = 0
+        for ws in self._open_sockets():
+            transport = self._transports.get(ws)
+            if transport is not None:
+                transport.abort()
+                dropped += 1
+        return dropped
+
     async def _handle_socket(self, request: web.Request) -> web.WebSocketResponse:
         # autoping=True answers the client's PINGs ("sdk-ping-pong:<t>" and aiohttp heartbeats) with a PONG
         # echoing the payload; the client needs it to keep the session alive. It only happens while we read.
@@ -421,6 +433,8 @@ class FakeSlack:
             "connection_info": {"app_id": APP_ID},
         }
         await ws.send_json(hello)
+        if request.transport is not None:
+            self._transports[ws] = request.transport
         self._sockets.append(ws)
         self.socket_connect_count += 1
         await self._notify()
@@ -432,6 +446,7 @@ class FakeSlack:
                     log.warning("fake slack: socket error %s", ws.exception())
         finally:
             self._sockets.remove(ws)
+            self._transports.pop(ws, None)
             await self._notify()
         return ws
 
@@ -579,6 +594,8 @@ class FakeSlack:
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "apps.connections.open": self._apps_connections_open,
+            "views.publish": self._view,
+            "views.open": self._view,
         }
 
     def _next_ts(self) -> str:
@@ -661,6 +678,13 @@ class FakeSlack:
         if group is None:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": list(group["users"])}
+
+    def _view(self, params: dict[str, Any]) -> dict[str, Any]:
+        """views.publish and views.open: the view back with the ids Slack gives it."""
+        view = _as_json_object(params.get("view"))
+        if not isinstance(view, dict) or "type" not in view:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": {**view, "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": TEAM_ID}}
 
     def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         ticket = uuid.uuid4()
