@@ -63,7 +63,11 @@ Respond = Callable[[str, Reply], Awaitable[None]]
 
 async def settle_unfinished(store: AuditStore, respond: Respond, *, boot: str | None = None) -> int:
     """Give every unfinished command its `interrupted` row, then tell its requester; how many there were."""
-    unfinished = await store.unfinished(boot)
+    try:
+        unfinished = await store.unfinished(boot)
+    except (AuditError, ValueError) as exc:  # ValueError: the database is already closed
+        log.error("could not read the commands left unfinished: %s", exc)
+        return 0
     for command in unfinished:
         detail = "interrupted: the bot stopped before this command finished; it may or may not have taken effect"
         record = AuditRecord(command.actor, command.text, "unknown", "interrupted", detail=detail,
