@@ -756,3 +756,12 @@ def group_unreadable(action: str, agent: str, room: str, group: str, why: str) -
         "Nothing was done; try again in a minute.",
         {**what.values, "group": group, "why": why},
     )
+
+
+# --- the demo (`--demo`: the LiveKit stand-in in this process) -------------------------------------------------
+
+DEMO_SERVER = "the demo LiveKit server (in this process)"
+
+
+def demo_note() -> Text:
+    return text("_Demo: this answer comes from the demo LiveKit server in this process; no real room was touched._")
