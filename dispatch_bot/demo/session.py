@@ -7,6 +7,7 @@ Nothing here opens a connection to anything but 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from ..commands.grammar import GrammarError, tokenize
 from ..commands.reply import Reply
 from ..commands.runner import CommandRunner
 from .livekit_server import FakeLiveKit
+
+log = logging.getLogger(__name__)
 
 DEMO_ROOM = "demo-room"
 DEMO_AGENT = "speech-processing"
@@ -117,6 +120,9 @@ class Demo:
         server.add_room("standup", humans=("carol",), agents=[DEMO_AGENT])  # captions from the join token
         server.dispatch(DISPATCHED_ROOM, DEMO_AGENT)
         url = server.url
+        log.info(
+            "demo: the LiveKit stand-in runs in this process on %s; the audit log is %s", url, self.settings.database
+        )
         self.settings = replace(self.settings, livekit_url=url, public_ws_url=url.replace("http://", "ws://", 1))
         return self.settings
 
