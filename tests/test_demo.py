@@ -12,10 +12,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from livekit import api
 
+from dispatch_bot.bot.config import load_settings
+from dispatch_bot.bot.runtime import Runtime
+from dispatch_bot.bot.slack_app import SlackTransport
 from dispatch_bot.commands import messages
 from dispatch_bot.demo.livekit_server import FakeLiveKit
+from dispatch_bot.demo.session import Demo
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, all_text
 from tests.fakes.slack_requests import signed_headers, slash_command_body
 from tests.fakes.slack_server import FakeSlack
@@ -259,3 +264,47 @@ async def test_the_demo_needs_nothing_the_tests_bring(demo_env: dict[str, str]) 
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().strip() == "[]"
+
+
+async def test_a_watch_alert_in_slack_says_it_comes_from_the_demo(tmp_path: Path, slack: FakeSlack) -> None:
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "DISPATCH_BOT_DB": str(tmp_path / "audit.db"),
+    }
+    config = tmp_path / "dispatch-bot.yaml"
+    config.write_text(CONFIG)
+    demo = Demo(load_settings(str(config), env=env))
+    runtime = await Runtime.open(await demo.start())
+    transport = SlackTransport(runtime)
+    await demo.attach(runtime)
+    demo.note_alerts(runtime)
+    assert runtime.supervisor is not None
+    stop = asyncio.Event()
+    watching = asyncio.create_task(runtime.supervisor.run(stop))
+    runner = web.AppRunner(transport.web_app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        body = slash_command_body("captions demo-room", response_url=slack.new_response_url())
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", data=body,
+                      headers=signed_headers(body, SIGNING_SECRET)) as resp,
+        ):  # fmt: skip
+            assert resp.status == 200
+        await slack.wait_for_web_call("chat.update", timeout=10)  # the follow-up: the agent joined
+        demo.server.agent_leaves("demo-room", "speech-processing")
+        alert = await slack.wait_for_web_call("chat.postMessage", count=2, timeout=10)
+        shown = all_text(alert.params)
+        assert "*speech-processing* left *demo-room*" in shown
+        assert alert.params["thread_ts"] == "1700000000.000100"  # in the thread of the dispatch's message
+        assert str(alert.params["text"]).count(NOTE) == 1
+    finally:
+        stop.set()
+        await watching
+        await transport.aclose()
+        await runner.cleanup()
+        await runtime.close()
+        await demo.close()
