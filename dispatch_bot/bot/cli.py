@@ -180,9 +180,8 @@ async def _demo_console(settings: Settings, text: str | None, demo: Demo) -> int
         # A channel of its own, so that supervision has somewhere to tell about the agents sent from here.
         actor = replace(cli_actor(), channel_id="console")
         intro = intro_lines(settings) if text is None else []
-        return await console(
-            runtime, text, actor=actor, intro=intro, local=demo.console_command(dict(settings.aliases))
-        )
+        local = demo.console_command(dict(settings.aliases), watching=watching is not None)
+        return await console(runtime, text, actor=actor, intro=intro, local=local)
     finally:
         stop.set()
         if watching is not None:

@@ -147,7 +147,7 @@ class Demo:
         if supervisor is not None and supervisor.poster is not None and not isinstance(supervisor.poster, NotedPoster):
             supervisor.poster = NotedPoster(supervisor.poster)
 
-    def console_command(self, aliases: dict[str, str]) -> Callable[[str], Awaitable[str | None]]:
+    def console_command(self, aliases: dict[str, str], *, watching: bool) -> Callable[[str], Awaitable[str | None]]:
         """`demo kill <agent> <room>`, the console's own: None for any other line."""
 
         async def run(line: str) -> str | None:
@@ -166,10 +166,8 @@ class Demo:
                 identity = self.server.agent_leaves(room, agent, "CONNECTION_TIMEOUT")
             except KeyError:
                 return f"No {agent} agent is in {room} on the demo server: dispatch it first ({agent} {room})."
-            return (
-                f"Demo: the agent {identity} left {room} (CONNECTION_TIMEOUT, as a crashed worker looks); "
-                "the watch's alert follows."
-            )
+            then = "the watch's alert follows." if watching else "no alert follows: watch.enabled is false."
+            return f"Demo: the agent {identity} left {room} (CONNECTION_TIMEOUT, as a crashed worker looks); {then}"
 
         return run
 
