@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 
@@ -26,12 +26,15 @@ from ..commands.ports import Actor, AuditError, AuditRow
 from .audit_store import COLUMNS, AuditStore
 from .check import config_failed, run_checks
 from .config import ConfigError, Settings, load_settings
-from .console import cli_actor, console
+from .console import ConsolePoster, cli_actor, console
 from .db_path import database_path_problem
 from .http_guard import app_runner
 from .intake import settle_unfinished
 from .log_redaction import configure_logging, configured_secrets
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from ..demo.session import Demo
 
 log = logging.getLogger("dispatch_bot")
 RETENTION_ACTOR = Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
@@ -43,6 +46,9 @@ def _version() -> str:
         return importlib.metadata.version("dispatch-bot")
     except importlib.metadata.PackageNotFoundError:
         return "(not installed as a package: run `pip install .`)"
+
+
+DEMO_HELP = "against a seeded LiveKit stand-in in this process (no LIVEKIT_URL; a temporary audit database)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, help="HTTP port for Slack (HTTP mode) and LiveKit webhooks (default PORT or 3000)"
     )
     serve.add_argument("--host", default="0.0.0.0", help="HTTP address to listen on (default 0.0.0.0)")
+    serve.add_argument("--demo", action="store_true", help=DEMO_HELP)
 
     con = sub.add_parser("console", help="run commands from the terminal, audited as cli:<user>")
     con.add_argument("-c", dest="text", metavar="TEXT", help="run one command and exit (0 when ok or noop)")
+    con.add_argument("--demo", action="store_true", help=DEMO_HELP)
 
     audit = sub.add_parser(
         "audit",
@@ -95,15 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError, load_settings
     from .log_redaction import configure_logging
 
-    level = os.environ.get("DISPATCH_BOT_LOG_LEVEL", "INFO").upper()
+    # The demo console prints supervision's alerts itself: its log lines would only repeat them.
+    quiet = args.command == "console" and args.demo
+    level = os.environ.get("DISPATCH_BOT_LOG_LEVEL", "WARNING" if quiet else "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         print(f"dispatch-bot: DISPATCH_BOT_LOG_LEVEL is {level!r}; use DEBUG, INFO, WARNING or ERROR.", file=sys.stderr)
         return 2
     if args.command == "check":
         return _check(args.config)
+    demo: Demo | None = None
     try:
         settings = load_settings(args.config)
         configure_logging(level, configured_secrets(settings))
+        if args.command in ("serve", "console") and args.demo:
+            from ..demo.session import Demo
+
+            demo = Demo(settings)
+            settings = demo.settings
         if args.command in ("serve", "console"):
             _check_database_path(settings)
         if args.command == "serve":
@@ -112,9 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = settings.port if args.port is None else args.port
             if not 0 < port < 65536:
                 raise ConfigError(f"--port is {port}; it must be a number from 1 to 65535.")
-            return asyncio.run(_serve(settings, http=http, host=args.host, port=port))
+            return asyncio.run(_serve(settings, http=http, host=args.host, port=port, demo=demo))
         if args.command == "console":
-            return asyncio.run(_console(settings, args.text))
+            return asyncio.run(_console(settings, args.text, demo))
         if args.command == "audit":
             return asyncio.run(_audit_command(settings, args))
     except (ConfigError, AuditError) as exc:
@@ -126,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader stopped early (`| head`): what it took is what it wanted, so a quiet exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if demo is not None:
+            demo.remove_files()
     return 2
 
 
@@ -135,24 +154,56 @@ def _check_database_path(settings: Settings, *, write: bool = True) -> None:
         raise ConfigError(problem)
 
 
-async def _console(settings: Settings, text: str | None) -> int:
-    from .runtime import Runtime
+async def _console(settings: Settings, text: str | None, demo: Demo | None = None) -> int:
+    if demo is None:
+        runtime = await Runtime.open(settings)
+        try:
+            return await console(runtime, text)
+        finally:
+            await runtime.close()
+    try:
+        return await _demo_console(await demo.start(), text, demo)
+    finally:
+        await demo.close()
+
+
+async def _demo_console(settings: Settings, text: str | None, demo: Demo) -> int:
+    """The console against the demo server, with supervision running and its alerts printed between prompts."""
+    from ..demo.session import intro_lines
 
     runtime = await Runtime.open(settings)
+    stop = asyncio.Event()
+    watching = None
     try:
-        return await console(runtime, text)
+        await demo.attach(runtime)
+        if runtime.supervisor is not None:
+            runtime.supervisor.poster = ConsolePoster(sys.stdout)
+            demo.note_alerts(runtime)
+            watching = asyncio.create_task(runtime.supervisor.run(stop))
+        # A channel of its own, so that supervision has somewhere to tell about the agents sent from here.
+        actor = replace(cli_actor(), channel_id="console")
+        intro = intro_lines(settings) if text is None else []
+        local = demo.console_command(dict(settings.aliases), watching=watching is not None)
+        return await console(runtime, text, actor=actor, intro=intro, local=local)
     finally:
+        stop.set()
+        if watching is not None:
+            await watching
         await runtime.close()
 
 
-async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
-
+async def _serve(settings: Settings, *, http: bool, host: str, port: int, demo: Demo | None = None) -> int:
     from .config import ConfigError
     from .runtime import Runtime
     from .slack_app import SlackSetupError, SlackTransport, SocketWatch
 
+    if demo is not None:
+        settings = await demo.start()
     runtime = await Runtime.open(settings)
     transport = SlackTransport(runtime)
+    if demo is not None:
+        await demo.attach(runtime)
+        demo.note_alerts(runtime)
     try:
         try:
             await transport.check_tokens(socket_mode=not http)
@@ -206,6 +257,8 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int
     finally:
         await transport.aclose(followup_grace=0.0)
         await runtime.close()
+        if demo is not None:
+            await demo.close()
     return 0
 
 

@@ -130,6 +130,9 @@ class Settings:
     keep_backoff: float = 10.0
     rules: tuple[DispatchRule, ...] = ()
     per_user_per_minute: int = 10
+    # Where a LiveKit URL or an audit database was given ("" when the default applies): `--demo` needs to know.
+    livekit_url_origin: str = ""
+    database_given: bool = False
 
     def command_settings(self) -> CommandSettings:
         return CommandSettings(
@@ -302,6 +305,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
             f"{named('LIVEKIT_URL', 'livekit', 'url')} is {_no_userinfo(livekit_url)!r}; it must be a URL like "
             "http://localhost:7880 or wss://openvidu.example.com."
         )
+    url_origin = named("LIVEKIT_URL", "livekit", "url") if env.get("LIVEKIT_URL") or livekit.get("url") else ""
     api_key = pick("LIVEKIT_API_KEY", "livekit", "api_key", "devkey")
     api_secret = pick("LIVEKIT_API_SECRET", "livekit", "api_secret", "secret")
 
@@ -421,6 +425,8 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         keep_backoff=_seconds(watch.get("keep_backoff", "10s"), "watch.keep_backoff"),
         rules=rules,
         per_user_per_minute=per_minute,
+        livekit_url_origin=url_origin,
+        database_given=bool(env.get("DISPATCH_BOT_DB") or audit.get("database")),
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import itertools
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TextIO
 
@@ -16,6 +18,8 @@ from .render import to_text
 from .runtime import Runtime
 
 PROMPT = "dispatch> "
+# A console's own commands (the demo's `demo kill`): the text to print, or None when the line is not one of them.
+LocalCommand = Callable[[str], Awaitable[str | None]]
 
 
 def os_user() -> str:
@@ -44,10 +48,26 @@ def without_slash_command(text: str, slash_command: str) -> str:
     return rest.strip() if first == slash_command else text
 
 
-async def run_once(runtime: Runtime, text: str, out: TextIO) -> Reply:
+class ConsolePoster:
+    """Supervision's alerts in the terminal, printed between prompts as they happen."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._ids = itertools.count(1)
+
+    async def post(self, channel: str, thread_ts: str, reply: Reply) -> str:
+        print(f"\n{to_text(reply)}", file=self.out)
+        print(PROMPT, end="", file=self.out, flush=True)
+        return f"console-{next(self._ids)}"
+
+    async def update(self, channel: str, ts: str, reply: Reply) -> None:
+        await self.post(channel, "", reply)
+
+
+async def run_once(runtime: Runtime, text: str, out: TextIO, actor: Actor | None = None) -> Reply:
     text = typed_text_masker(runtime.settings)(text)  # a pasted secret is neither audited nor printed back
     text = without_slash_command(text, runtime.settings.slack_command)
-    reply = await runtime.runner.execute(runtime.context(cli_actor(), ConsolePeople()), text)
+    reply = await runtime.runner.execute(runtime.context(actor or cli_actor(), ConsolePeople()), text)
     print(to_text(reply), file=out, flush=True)
     if reply.followup is not None:
         first, reply = reply, await reply.followup()
@@ -64,13 +84,22 @@ def _read_lines(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None
         loop.call_soon_threadsafe(lines.put_nowait, None)
 
 
-async def interactive(runtime: Runtime, out: TextIO) -> int:
+async def interactive(
+    runtime: Runtime,
+    out: TextIO,
+    *,
+    actor: Actor | None = None,
+    intro: Sequence[str] = (),
+    local: LocalCommand | None = None,
+) -> int:
     print(
         f"dispatch-bot console: type a command with or without {runtime.settings.slack_command} (help lists them), "
         "or quit.",
         file=out,
         flush=True,
     )
+    for sentence in intro:
+        print(sentence, file=out, flush=True)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     # A daemon thread: Ctrl-C ends the program at once instead of waiting for a line that never comes.
     threading.Thread(target=_read_lines, args=(asyncio.get_running_loop(), lines), daemon=True).start()
@@ -83,11 +112,27 @@ async def interactive(runtime: Runtime, out: TextIO) -> int:
         if line.strip() in ("quit", "exit"):
             return 0
         if line.strip():
-            await run_once(runtime, line, out)
+            answer = await local(line) if local is not None else None
+            if answer is not None:
+                print(answer, file=out, flush=True)
+            else:
+                await run_once(runtime, line, out, actor)
 
 
-async def console(runtime: Runtime, command: str | None, out: TextIO = sys.stdout) -> int:
+async def console(
+    runtime: Runtime,
+    command: str | None,
+    out: TextIO = sys.stdout,
+    *,
+    actor: Actor | None = None,
+    intro: Sequence[str] = (),
+    local: LocalCommand | None = None,
+) -> int:
     if command is None:
-        return await interactive(runtime, out)
-    reply = await run_once(runtime, command, out)
+        return await interactive(runtime, out, actor=actor, intro=intro, local=local)
+    answer = await local(command) if local is not None else None
+    if answer is not None:
+        print(answer, file=out, flush=True)
+        return 0
+    reply = await run_once(runtime, command, out, actor)
     return 0 if reply.succeeded else 1

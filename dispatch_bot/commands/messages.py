@@ -782,3 +782,12 @@ def rate_limited(limit: int, seconds: int) -> Text:
         limit=str(limit),
         seconds=str(seconds),
     )
+
+
+# --- the demo (`--demo`: the LiveKit stand-in in this process) -------------------------------------------------
+
+DEMO_SERVER = "the demo LiveKit server (in this process)"
+
+
+def demo_note() -> Text:
+    return text("_Demo: this answer comes from the demo LiveKit server in this process; no real room was touched._")
