@@ -87,7 +87,11 @@ TARGET_P50_RATIO = 1.5
 
 # The bot's config: short follow-up waits, as in tests/conftest.py, but a longer LiveKit timeout so a backlog
 # of after-ack work under load does not turn into timeouts.
-CONFIG_YAML = "livekit:\n  followup_timeout: 2s\n  followup_interval: 20ms\n  request_timeout: 10s\n"
+# One simulated person sends every command: the per-person limit would refuse most of them.
+CONFIG_YAML = (
+    "livekit:\n  followup_timeout: 2s\n  followup_interval: 20ms\n  request_timeout: 10s\n"
+    "limits:\n  per_user_per_minute: 10000\n"
+)
 
 Shot = tuple[str, dict[str, str]]  # (urlencoded body, signed headers)
 

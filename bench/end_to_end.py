@@ -191,6 +191,7 @@ def bot_process(
     config.write_text(
         f"slack:\n  max_concurrent_commands: {args.concurrency}\n"
         f"livekit:\n  followup_timeout: 10s\n  followup_interval: {args.followup_interval}\n  request_timeout: 10s\n"
+        "limits:\n  per_user_per_minute: 10000\n"  # one simulated person sends every command
     )
     port = free_port()
     env = {

@@ -99,6 +99,7 @@ TARGET_ACK_P99_RATIO = 1.2
 FOLLOWUP_TIMEOUT = 2.0  # seconds
 CONFIG_YAML = (
     f"livekit:\n  followup_timeout: {FOLLOWUP_TIMEOUT:g}s\n  followup_interval: 20ms\n  request_timeout: 10s\n"
+    "limits:\n  per_user_per_minute: 10000\n"  # one simulated person sends every command
     "watch:\n  poll_interval: 1h\n"
 )
 
