@@ -114,6 +114,16 @@ _APPEND = (
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 _SELECT_JSON = "SELECT json_object(" + ", ".join(f"'{c}', {c}" for c in COLUMNS) + ") FROM audit"
+_INTEGER_COLUMNS = ("id", "duration_ms")
+# A CSV line as the csv module's default dialect writes it: a field with a comma, a quote, CR or LF goes in quotes,
+# its quotes doubled; the line ends in CRLF. SQLite builds it, so the export never waits on Python per row.
+_CSV_FIELD = "CASE WHEN {c} GLOB '*[,\"\r\n]*' THEN '\"' || replace({c}, '\"', '\"\"') || '\"' ELSE {c} END"
+_SELECT_CSV = (
+    "SELECT "
+    + " || ',' || ".join(c if c in _INTEGER_COLUMNS else _CSV_FIELD.format(c=c) for c in COLUMNS)
+    + " || '\r\n' FROM audit"
+)
+CSV_HEADER = ",".join(COLUMNS) + "\r\n"
 
 
 # One encoder for every row: json.dumps with options builds a new encoder per call.
@@ -527,6 +537,16 @@ class AuditStore:
         async with contextlib.aclosing(values) as chunks:
             async for chunk in chunks:
                 yield "\n".join([row[0] for row in chunk]) + "\n"
+
+    async def csv_lines(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[str]:
+        """What `rows` yields, as CSV lines (COLUMNS order, no header) byte for byte as `csv.writer` writes them,
+        many rows to a string. SQLite writes each line, as it does for `json_lines`."""
+        values = cast(
+            AsyncGenerator[list[tuple[Any, ...]], None], self.row_values(query, limit=limit, select=_SELECT_CSV)
+        )
+        async with contextlib.aclosing(values) as chunks:
+            async for chunk in chunks:
+                yield "".join([row[0] for row in chunk])
 
     # --- integrity and retention ----------------------------------------------------------------------------
 

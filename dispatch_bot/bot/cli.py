@@ -308,7 +308,6 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
-    import csv
     from collections.abc import AsyncGenerator
     from dataclasses import replace
     from datetime import UTC, datetime
@@ -318,7 +317,7 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     from ..commands.audit import parse_filters
     from ..commands.grammar import GrammarError
     from ..commands.ports import AuditRow
-    from .audit_store import COLUMNS, AuditStore
+    from .audit_store import CSV_HEADER, AuditStore
     from .config import ConfigError
 
     words: list[str] = list(args.filters)
@@ -366,12 +365,10 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
                 async for text in lines:
                     out.write(text)
         elif args.format == "csv":
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS)
-            values = cast(AsyncGenerator[list[tuple[object, ...]], None], store.row_values(query, limit=limit))
-            async with contextlib.aclosing(values) as chunks:
-                async for chunk in chunks:
-                    writer.writerows(chunk)
+            out.write(CSV_HEADER)
+            async with contextlib.aclosing(cast(AsyncGenerator[str, None], store.csv_lines(query, limit=limit))) as csv:
+                async for text in csv:
+                    out.write(text)
         stream = cast(AsyncGenerator[AuditRow, None], store.rows(query, limit=limit))
         async with contextlib.aclosing(stream) as rows:
             if args.format == "table":
