@@ -20,7 +20,7 @@ import aiosqlite
 
 from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow, WatchRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 GENESIS_HASH = "0" * 64
 MORE_CAP = 1_000  # "More than 1,000 rows match": counting further is a scan that costs more than the page
 PRUNE_BATCH_ROWS = 5_000  # the most rows one prune transaction removes
@@ -74,6 +74,8 @@ CREATE TRIGGER IF NOT EXISTS audit_tip AFTER INSERT ON audit BEGIN
     INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('tip_id', NEW.id), ('tip_hash', NEW.hash);
 END;
 """
+# `user:` with `outcome:`: a person's failures read from one index range, not from all of their rows (version 4).
+_USER_OUTCOME_INDEX = "CREATE INDEX IF NOT EXISTS audit_user_outcome ON audit (user_id, outcome, id)"
 # Each index and trigger on audit, one statement each: a rebuilt table needs them again.
 _AUDIT_EXTRAS = (
     "CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id)",
@@ -81,6 +83,7 @@ _AUDIT_EXTRAS = (
     "CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id)",
     "CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id)",
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts)",
+    _USER_OUTCOME_INDEX,
     _EXTRAS[_EXTRAS.index("CREATE TRIGGER IF NOT EXISTS audit_agent_list") : _EXTRAS.index("-- The tip")].strip(),
     _EXTRAS[_EXTRAS.index("CREATE TRIGGER IF NOT EXISTS audit_tip") :].strip(),
 )
@@ -279,6 +282,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             response_url TEXT NOT NULL DEFAULT ''
         )""",
     ),
+    # Version 3 -> 4: an index for `user:` with `outcome:`.
+    3: (_USER_OUTCOME_INDEX,),
 }
 
 
@@ -314,8 +319,9 @@ def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, lis
     for column, value in (("room", query.room), ("agent", query.agent), ("user_id", query.user_id),
                           ("outcome", query.outcome)):  # fmt: skip
         if value:
-            # outcome has five values: with another filter, "+" keeps SQLite from walking its index instead.
-            narrower = column == "outcome" and any((query.room, query.agent, query.user_id))
+            # outcome has few values: with room: or agent:, "+" keeps SQLite from walking its index instead (with
+            # user: alone, the (user_id, outcome, id) index holds both).
+            narrower = column == "outcome" and any((query.room, query.agent))
             clauses.append(agent_clause if column == "agent" else f"{'+' if narrower else ''}{column} = ?")
             params.extend([value] * agent_clause.count("?") if column == "agent" else [value])
     if query.since is not None:
@@ -490,17 +496,16 @@ class AuditStore:
         page = " UNION ALL ".join(f"SELECT * FROM ({_SELECT}{w} ORDER BY id DESC LIMIT ?)" for w, _ in branches)
         count = " + ".join(f"(SELECT COUNT(*) FROM (SELECT 1 FROM audit{w} LIMIT ?))" for w, _ in branches)
         cap = query.limit + MORE_CAP + 1
+        # The page and its count in one statement, so one trip to SQLite's thread: the count is a subquery that
+        # does not depend on the row, which SQLite runs once. When fewer rows than the page match, it counts those.
+        sql = f"SELECT *, ({count}) FROM ({page} ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
+        params = [v for w, p in branches for v in [*p, cap]] + [v for w, p in branches for v in [*p, query.limit]]
         try:
-            page_params = [v for w, p in branches for v in [*p, query.limit]]
-            async with self._db.execute(f"{page} ORDER BY id DESC LIMIT ?", [*page_params, query.limit]) as cur:
-                rows = [AuditRow(*r) async for r in cur]
-            more = 0
-            if len(rows) == query.limit:
-                async with self._db.execute(f"SELECT {count}", [v for w, p in branches for v in [*p, cap]]) as cur:
-                    counted = await cur.fetchone()
-                more = max(0, int(counted[0]) - query.limit) if counted else 0
+            found = list(await self._db.execute_fetchall(sql, [*params, query.limit]))
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        rows = [AuditRow(*r[:-1]) for r in found]
+        more = max(0, int(found[0][-1]) - query.limit) if len(rows) == query.limit else 0
         return AuditPage(rows, min(more, MORE_CAP), more > MORE_CAP)
 
     async def rows(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[AuditRow]:
