@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hashlib
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TextIO, cast
 
 import aiosqlite
 
@@ -117,16 +119,6 @@ _APPEND = (
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"
 _SELECT_JSON = "SELECT json_object(" + ", ".join(f"'{c}', {c}" for c in COLUMNS) + ") FROM audit"
-_INTEGER_COLUMNS = ("id", "duration_ms")
-# A CSV line as the csv module's default dialect writes it: a field with a comma, a quote, CR or LF goes in quotes,
-# its quotes doubled; the line ends in CRLF. SQLite builds it, so the export never waits on Python per row.
-_CSV_FIELD = "CASE WHEN {c} GLOB '*[,\"\r\n]*' THEN '\"' || replace({c}, '\"', '\"\"') || '\"' ELSE {c} END"
-_SELECT_CSV = (
-    "SELECT "
-    + " || ',' || ".join(c if c in _INTEGER_COLUMNS else _CSV_FIELD.format(c=c) for c in COLUMNS)
-    + " || '\r\n' FROM audit"
-)
-CSV_HEADER = ",".join(COLUMNS) + "\r\n"
 
 
 # One encoder for every row: json.dumps with options builds a new encoder per call.
@@ -543,15 +535,44 @@ class AuditStore:
             async for chunk in chunks:
                 yield "\n".join([row[0] for row in chunk]) + "\n"
 
-    async def csv_lines(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[str]:
-        """What `rows` yields, as CSV lines (COLUMNS order, no header) byte for byte as `csv.writer` writes them,
-        many rows to a string. SQLite writes each line, as it does for `json_lines`."""
-        values = cast(
-            AsyncGenerator[list[tuple[Any, ...]], None], self.row_values(query, limit=limit, select=_SELECT_CSV)
-        )
-        async with contextlib.aclosing(values) as chunks:
-            async for chunk in chunks:
-                yield "".join([row[0] for row in chunk])
+    async def write_csv(self, out: TextIO, query: AuditQuery | None = None, *, limit: int | None = None) -> None:
+        """Write a header and the matching rows, newest first, to `out` as csv.writer writes them. A thread steps
+        the query on a connection of its own (one snapshot of the log) and writes each row as it comes, as a plain
+        sqlite3 loop does: no trip to the event loop between rows or chunks, and memory stays flat. Cancelled, it
+        interrupts the query and waits for the thread."""
+        where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
+        sql = f"{_SELECT}{where} ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            reader = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+
+        stopped = threading.Event()
+
+        def write() -> None:
+            rows = reader.execute(sql, params)  # running from here on, so that an interruption stops it
+            if stopped.is_set():  # cancelled before it ran
+                return
+            writer = csv.writer(out)
+            writer.writerow(COLUMNS)
+            writer.writerows(rows)
+
+        written = asyncio.ensure_future(asyncio.to_thread(write))
+        try:
+            await asyncio.shield(written)
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        finally:
+            if not written.done():  # cancelled: stop the query where it is, and let the thread end
+                stopped.set()
+                reader.interrupt()
+                await asyncio.wait([written])
+            if not written.cancelled():
+                written.exception()  # retrieved: the interruption is not reported as a lost failure
+            await asyncio.to_thread(reader.close)
 
     # --- integrity and retention ----------------------------------------------------------------------------
 
