@@ -27,7 +27,7 @@ GENESIS_HASH = "0" * 64
 MORE_CAP = 1_000  # "More than 1,000 rows match": counting further is a scan that costs more than the page
 PRUNE_BATCH_ROWS = 5_000  # the most rows one prune transaction removes
 # How long one prune transaction aims to hold the write lock; the batch size follows what the last one took.
-PRUNE_BATCH_SECONDS = 0.03
+PRUNE_BATCH_SECONDS = 0.01
 # What a prune row records: the row the prune removes up to, and its hash (the chain's anchor once it is done).
 _PRUNE_MARK = re.compile(r"anchor row (\d+) hash ([0-9a-f]{64})")
 
@@ -673,6 +673,28 @@ class AuditStore:
             f"anchor row {last_id} hash {last_hash}"
         )
         await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
+        try:
+            # Each batch's pages are copied into the file by a connection of the prune's own, outside the write
+            # lock, while commands append; meanwhile no commit here copies them (the automatic checkpoint is off).
+            checkpointer = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
+            async with self._db.execute("PRAGMA wal_autocheckpoint") as cursor:
+                autocheckpoint = await cursor.fetchone()
+            await self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        except sqlite3.Error as exc:
+            raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+        try:
+            removed = await self._prune_batches(last_id, batch_rows, checkpointer, progress)
+        finally:
+            with contextlib.suppress(sqlite3.Error, ValueError):  # ValueError: the store was closed meanwhile
+                await self._db.execute(
+                    f"PRAGMA wal_autocheckpoint = {int(autocheckpoint[0]) if autocheckpoint else 1000}"
+                )
+            await asyncio.to_thread(checkpointer.close)
+        return PruneResult(removed, last_id)
+
+    async def _prune_batches(
+        self, last_id: int, batch_rows: int, checkpointer: sqlite3.Connection, progress: Callable[[int], None] | None
+    ) -> int:
         removed, done, size = 0, False, min(batch_rows, 100)
         smallest = min(batch_rows, 50)  # below this a batch is mostly its commit
         while not done:
@@ -701,20 +723,24 @@ class AuditStore:
                         if self._db.in_transaction:
                             await self._db.execute("ROLLBACK")
                         raise
-                    # Copy this batch's pages into the file now: left to the automatic checkpoint, a command's
-                    # commit would copy several batches' worth of scattered pages, and wait for that.
-                    await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+            took = time.monotonic() - started
+            try:
+                # Copy this batch's pages into the file now, while commands go on appending to the log.
+                await asyncio.to_thread(checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
             done = end is None or int(end[0]) >= last_id
             if progress is not None:
                 progress(removed)
             if not done:
-                took = time.monotonic() - started
-                # Deleting touches index pages all over the file, so a row's cost varies: size by the clock.
-                size = max(smallest, min(batch_rows, 2 * size, int(size * PRUNE_BATCH_SECONDS / max(took, 1e-6))))
+                # Deleting touches index pages all over the file, so a row's cost varies: size by the clock, and
+                # grow slowly, since one batch that overshoots is a command that waits.
+                grown = max(size + 1, size * 3 // 2)
+                size = max(smallest, min(batch_rows, grown, int(size * PRUNE_BATCH_SECONDS / max(took, 1e-6))))
                 await asyncio.sleep(took)
-        return PruneResult(removed, last_id)
+        return removed
 
     # --- backup ---------------------------------------------------------------------------------------------
 
