@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any, cast
 
 from ..commands.context import CommandContext, KeyedLocks, PersonLimiter
 from ..commands.ports import Actor, PeopleDirectory
@@ -12,10 +13,47 @@ from .agent_catalog import AgentCatalog
 from .audit_store import AuditStore, WatchStore
 from .config import Settings
 from .intake import Intake
-from .livekit_gateway import LiveKitGateway
 from .supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from .livekit_gateway import LiveKitGateway
+
 log = logging.getLogger(__name__)
+
+
+class _GatewayOnFirstUse:
+    """The LiveKit gateway, made the first time something uses it: livekit-api, protobuf and aiohttp are imported
+    then, so a command that never calls LiveKit (`console -c help`) never loads them."""
+
+    def __init__(self, settings: Settings) -> None:
+        object.__setattr__(self, "_settings", settings)
+        object.__setattr__(self, "_gateway", None)
+
+    def _made(self) -> LiveKitGateway:
+        gateway: LiveKitGateway | None = object.__getattribute__(self, "_gateway")
+        if gateway is None:
+            from .livekit_gateway import LiveKitGateway
+
+            settings: Settings = object.__getattribute__(self, "_settings")
+            gateway = LiveKitGateway(
+                settings.livekit_url,
+                settings.livekit_api_key,
+                settings.livekit_api_secret,
+                timeout=settings.request_timeout,
+            )
+            object.__setattr__(self, "_gateway", gateway)
+        return gateway
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._made(), name, value)
+
+    async def aclose(self) -> None:
+        gateway = object.__getattribute__(self, "_gateway")
+        if gateway is not None:
+            await gateway.aclose()
 
 
 class Runtime:
@@ -50,13 +88,7 @@ class Runtime:
             else:  # the bot still runs; every reply that could not check an agent says so
                 log.warning("%s", "; ".join(snapshot.problems))
         audit = await AuditStore.open(settings.database)
-        gateway = LiveKitGateway(
-            settings.livekit_url,
-            settings.livekit_api_key,
-            settings.livekit_api_secret,
-            timeout=settings.request_timeout,
-        )
-        return cls(settings, gateway, audit, catalog)
+        return cls(settings, cast("LiveKitGateway", _GatewayOnFirstUse(settings)), audit, catalog)
 
     async def close(self) -> None:
         await self.gateway.aclose()
