@@ -44,7 +44,7 @@ WEBHOOK_EVENTS = frozenset(
         "agent_job_ended",
     }
 )
-_LABEL = re.compile(r"[a-z0-9_.]{1,64}")  # what a Slack error code or a Twirp method name looks like
+_LABEL = re.compile(r"[A-Za-z0-9_.]{1,64}")  # what a Slack error code or a Twirp method name looks like
 
 
 def _bounded(value: str) -> str:
