@@ -181,6 +181,7 @@ class CommandRunner:
             "outcome": entry.outcome,
             "duration_ms": entry.duration_ms,
         }
-        log.info("command %s", " ".join(f"{k}={_log_value(v)}" for k, v in fields.items()), extra=fields)
+        if log.isEnabledFor(logging.INFO):
+            log.info("command %s", " ".join(f"{k}={_log_value(v)}" for k, v in fields.items()), extra=fields)
         if self.on_finished is not None:
             self.on_finished(entry.action, entry.outcome)
