@@ -9,6 +9,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch_bot.bot.cli import main
+from dispatch_bot.bot.config import Settings
 from dispatch_bot.bot.log_redaction import configure_logging
 from dispatch_bot.bot.slack_app import SlackTransport
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, BotUnderTest, all_text
@@ -24,6 +26,7 @@ from tests.fakes.livekit_server import FakeLiveKit
 from tests.fakes.livekit_webhooks import sign_webhook
 from tests.fakes.slack_requests import slash_command_form
 from tests.fakes.slack_server import Failure, FakeSlack
+from tests.test_console import ServedBot, bot_env
 from tests.test_link import link_button, token_of
 
 # Long enough for the redaction of configured secrets (the dev secret "secret" is an ordinary word).
@@ -236,8 +239,28 @@ async def test_socket_mode_serves_metrics_on_its_port_too(bot: BotUnderTest) -> 
         await runner.cleanup()
 
 
+async def test_serve_with_log_format_json_writes_only_json_lines_and_serves_metrics(
+    make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    env = {**bot_env(make_settings(**ENV), tmp_path / "dispatch-bot.yaml"), "LOG_FORMAT": "json", **ENV}
+    async with ServedBot(env) as served:
+        response_url = slack.new_response_url()
+        assert await served.command("list my-room", response_url) == 200
+        await slack.wait_for_response(url=response_url)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{served.port}/metrics") as resp:
+            text = await resp.text()
+    assert served.returncode == 0, served.log
+    lines = [json.loads(line) for line in served.log.splitlines()]
+    [command] = [line for line in lines if line.get("action") == "list"]
+    assert (command["room"], command["outcome"], command["actor"]) == ("my-room", "ok", "slack:U123")
+    assert any("GET /healthz and /metrics" in line["message"] for line in lines)
+    assert sample(text, "dispatch_bot_commands_total", action="list", outcome="ok") == 1
+    for secret in (BOT_TOKEN, SIGNING_SECRET, LIVEKIT_SECRET, APP_TOKEN):
+        assert secret not in served.log + text
+
+
 def test_an_unknown_log_format_is_one_sentence_at_start(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("LOG_FORMAT", "xml")
     assert main(["console", "-c", "help"]) == 2
