@@ -326,6 +326,7 @@ class AuditStore:
         self._write_lock = asyncio.Lock()
         # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
         self._tip: tuple[int, str, str] | None = None
+        self.observe_append: Callable[[float], None] | None = None  # seconds each record() took (metrics)
 
     @classmethod
     async def open(
@@ -365,6 +366,14 @@ class AuditStore:
 
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
+        started = time.perf_counter()
+        try:
+            return await self._record(entry)
+        finally:
+            if self.observe_append is not None:
+                self.observe_append(time.perf_counter() - started)
+
+    async def _record(self, entry: AuditRecord) -> int:
         actor = entry.actor
         content: dict[str, Any] = {
             "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,

@@ -63,7 +63,9 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "keep_backoff": "duration",
     },
     "limits": {"per_user_per_minute": "number"},
+    "logging": {"format": "plain or json"},
 }
+LOG_FORMATS = ("plain", "json")
 _RULE_KEYS = ("name", "rooms", "agents", "channel")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
@@ -130,6 +132,7 @@ class Settings:
     keep_backoff: float = 10.0
     rules: tuple[DispatchRule, ...] = ()
     per_user_per_minute: int = 10
+    log_format: str = "plain"  # or "json": one JSON object per log line
     # Where a LiveKit URL or an audit database was given ("" when the default applies): `--demo` needs to know.
     livekit_url_origin: str = ""
     database_given: bool = False
@@ -269,8 +272,10 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     agents = _section(data, "agents", source)
     watch = _section(data, "watch", source)
     limits = _section(data, "limits", source)
+    logging_ = _section(data, "logging", source)
 
     sections = {"slack": slack, "livekit": livekit, "audit": audit, "links": links, "agents": agents}
+    sections["logging"] = logging_
 
     def pick(env_name: str | None, section: str, key: str, default: str) -> str:
         if env_name and env.get(env_name):
@@ -284,6 +289,9 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
             return env_name
         return f"{source}: `{section}.{key}`"
 
+    log_format = pick("LOG_FORMAT", "logging", "format", "plain").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"{named('LOG_FORMAT', 'logging', 'format')} is {log_format!r}; use plain or json.")
     command = pick(None, "slack", "command", "/dispatch")
     if not _COMMAND.fullmatch(command):
         raise ConfigError(
@@ -425,6 +433,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         keep_backoff=_seconds(watch.get("keep_backoff", "10s"), "watch.keep_backoff"),
         rules=rules,
         per_user_per_minute=per_minute,
+        log_format=log_format,
         livekit_url_origin=url_origin,
         database_given=bool(env.get("DISPATCH_BOT_DB") or audit.get("database")),
     )

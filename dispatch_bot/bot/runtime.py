@@ -13,6 +13,7 @@ from .audit_store import AuditStore, WatchStore
 from .config import Settings
 from .intake import Intake
 from .livekit_gateway import LiveKitGateway
+from .observability import Metrics
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,10 @@ class Runtime:
         self.catalog = catalog
         self.gateway = gateway
         self.audit = audit
-        self.runner = CommandRunner(audit)
+        self.metrics = Metrics()  # this bot's own registry: /metrics shows it
+        gateway.metrics = self.metrics
+        audit.observe_append = self.metrics.audit_append.observe
+        self.runner = CommandRunner(audit, on_finished=self.metrics.command_finished)
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process
         self.intake = Intake(audit)
@@ -37,6 +41,7 @@ class Runtime:
             self.supervisor = Supervisor(
                 self, WatchStore(audit), policy, poll_interval=settings.poll_interval, rules=settings.rules
             )
+            self.metrics.watch_count = self.supervisor.open_watch_count
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:

@@ -40,6 +40,7 @@ from .app_home import HOME_DISPATCH, MODAL, Submission, dispatch_modal, gather_f
 from .http_guard import SlackRequestGuard
 from .intake import settle_unfinished
 from .log_redaction import typed_text_masker
+from .observability import MeteredWebClient
 from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
@@ -233,10 +234,11 @@ class SlackTransport:
 
     def web_client(self, token: str | None = None) -> AsyncWebClient:
         """A Web API client with slack_sdk's retry handlers, this transport's timeout and a quiet logger."""
-        return AsyncWebClient(
+        return MeteredWebClient(
+            self.runtime.metrics,
             token=token,
             base_url=self.runtime.settings.slack_api_url,
-            timeout=self.timeout,  # type: ignore[arg-type]  # seconds; aiohttp takes a float
+            timeout=self.timeout,  # seconds; aiohttp takes a float (slack_sdk declares an int)
             retry_handlers=slack_retry_handlers(self.retry_backoff),
             logger=self._web_log,
         )
@@ -492,16 +494,21 @@ class SlackTransport:
             retry_handlers=slack_retry_handlers(self.retry_backoff),
             logger=self._web_log,
         )
-        response = await webhook.send(
-            text=text, blocks=blocks, response_type=visibility, replace_original=replace_original
-        )
+        try:
+            response = await webhook.send(
+                text=text, blocks=blocks, response_type=visibility, replace_original=replace_original
+            )
+        except Exception as exc:
+            self.runtime.metrics.slack_failed("response_url", exc)
+            raise
         if response.status_code != 200:
+            self.runtime.metrics.slack_failed("response_url", f"http_{response.status_code}")
             raise SlackDeliveryError(f"HTTP {response.status_code}")
 
     # --- servers -----------------------------------------------------------------------------------------
 
     def web_app(self, *, slack_events: bool = True) -> web.Application:
-        """POST /slack/events (signed requests only; HTTP mode), POST /livekit/webhook and GET /healthz."""
+        """POST /slack/events (signed requests only; HTTP mode), POST /livekit/webhook, GET /healthz and /metrics."""
 
         async def events(request: web.Request) -> web.Response:
             bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
@@ -519,8 +526,10 @@ class SlackTransport:
             guard = SlackRequestGuard(self.runtime.settings.slack_signing_secret)
             application.middlewares.append(guard.middleware)
             application.router.add_post("/slack/events", events)
-        application.router.add_post(WEBHOOK_PATH, webhook_handler(self.runtime.gateway, self.runtime.supervisor))
+        runtime = self.runtime
+        application.router.add_post(WEBHOOK_PATH, webhook_handler(runtime.gateway, runtime.supervisor, runtime.metrics))
         application.router.add_get("/healthz", healthz)
+        application.router.add_get("/metrics", runtime.metrics.handle)
         return application
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
