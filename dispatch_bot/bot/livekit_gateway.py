@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -132,6 +133,40 @@ async def _note_method(
         _TWIRP_METHOD.set(params.url.path.rsplit("/", 1)[-1])
 
 
+# livekit-api's tokens last 6 hours; one is reused for 10 minutes, then signed again.
+TOKEN_REUSE = 600.0
+TOKEN_CACHE_SIZE = 1024  # grant sets kept (they name a room: one or two per room the bot speaks of)
+
+SignHeader = Callable[[api.VideoGrants | None, api.SIPGrants | None], dict[str, str]]
+
+
+class SignedHeaders:
+    """livekit-api's `_auth_header`, signing one token per grant set and reusing it for `reuse` seconds.
+
+    livekit-api signs a new JWT for every request; the same grants (the same room) get the same token instead.
+    """
+
+    def __init__(self, sign: SignHeader, *, reuse: float = TOKEN_REUSE, size: int = TOKEN_CACHE_SIZE) -> None:
+        self._sign = sign
+        self._reuse = reuse
+        self._size = size
+        self._signed: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+
+    def __call__(self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None) -> dict[str, str]:
+        key = f"{grants!r}{sip!r}"  # dataclasses: every field is in the repr
+        now = time.monotonic()
+        found = self._signed.get(key)
+        if found is not None and now < found[0]:
+            self._signed.move_to_end(key)
+            return found[1]  # livekit-api copies the headers before adding its own
+        header = self._sign(grants, sip)
+        self._signed[key] = (now + self._reuse, header)
+        self._signed.move_to_end(key)
+        if len(self._signed) > self._size:
+            self._signed.popitem(last=False)
+        return header
+
+
 def public_url(url: str) -> str:
     """The server URL without any credentials that may sit in its userinfo."""
     parts = urlsplit(url)
@@ -164,6 +199,9 @@ class LiveKitGateway:
                 timeout=aiohttp.ClientTimeout(total=self._timeout), trace_configs=[trace]
             )
             self._api = api.LiveKitAPI(self._server_url, self._api_key, self._api_secret, session=self._session)
+            signed = SignedHeaders(self._api.room._auth_header)
+            for service in (self._api.room, self._api.agent_dispatch):  # the services the bot calls
+                setattr(service, "_auth_header", signed)  # noqa: B010  # an instance's method, replaced
         return self._api
 
     async def aclose(self) -> None:

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # Each kind of failure is retried this often: a brief outage or a 429 delays a message, a long one gets a sentence.
 SLACK_RETRIES = 2
 SLACK_TIMEOUT = 30.0  # seconds for one Web API or response_url call
+# Connections kept open to Slack, shared by every Web API client and response_url post (more calls wait for one).
+SLACK_CONNECTIONS = 64
 # chat.postMessage answers that mean "not here" rather than "Slack failed": the response_url is the way, quietly.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 
@@ -200,6 +202,8 @@ class SlackTransport:
         self.timeout = timeout
         self.retry_backoff = retry_backoff
         self._web_log = _sdk_logger("dispatch_bot.slack_api")
+        # One HTTP session for every Slack call: without it slack_sdk opens (and closes) a connection per call.
+        self._http = self._new_session()
         self.client = self.web_client(settings.slack_bot_token)
         bolt_log = logging.getLogger("dispatch_bot.slack_bolt")
         if _BOLT_TOKEN_WARNING not in bolt_log.filters:
@@ -225,20 +229,28 @@ class SlackTransport:
         self.followups: set[asyncio.Task[None]] = set()
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
-        self._http: aiohttp.ClientSession | None = None
         self._closed = False
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
         self.socket: AsyncSocketModeHandler | None = None  # Socket Mode: /healthz asks its connection
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
 
+    def _new_session(self) -> aiohttp.ClientSession:
+        """The shared session; its timeout is the one slack_sdk would give a session of its own."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+
     def web_client(self, token: str | None = None) -> AsyncWebClient:
-        """A Web API client with slack_sdk's retry handlers, this transport's timeout and a quiet logger."""
+        """A Web API client on the shared session, with slack_sdk's retry handlers, this transport's timeout, a
+        quiet logger and its failures counted."""
         return MeteredWebClient(
             self.runtime.metrics,
             token=token,
             base_url=self.runtime.settings.slack_api_url,
-            timeout=self.timeout,  # seconds; aiohttp takes a float (slack_sdk declares an int)
+            session=self._http,
+            timeout=self.timeout,  # seconds; aiohttp takes a float
             retry_handlers=slack_retry_handlers(self.retry_backoff),
             logger=self._web_log,
         )
@@ -482,12 +494,10 @@ class SlackTransport:
     async def _respond(
         self, url: str, text: str, blocks: list[dict[str, Any]], visibility: str, *, replace_original: bool
     ) -> None:
-        """POST to a response_url over one shared HTTP session (no new connection per reply), retried as the Web
+        """POST to a response_url over the shared HTTP session (no new connection per reply), retried as the Web
         API is."""
         if not url:
             raise SlackDeliveryError("no response URL")
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         webhook = AsyncWebhookClient(
             url,
             session=self._http,
@@ -579,8 +589,7 @@ class SlackTransport:
         await self.drain(followup_grace, timeout)
         # What a stop cut short gets its row and its requester a word, while the HTTP session is still open.
         await settle_unfinished(self.runtime.audit, self.respond_ephemeral, boot=self.runtime.intake.boot)
-        if self._http is not None:
-            await self._http.close()
+        await self._http.close()  # a call after this (none is expected) gets a session of its own from slack_sdk
 
     async def check_tokens(self, *, socket_mode: bool) -> None:
         """Ask Slack once at start whether the tokens work, so a wrong one stops the program with a sentence."""

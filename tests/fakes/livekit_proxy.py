@@ -26,6 +26,7 @@ class LiveKitProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.seen: list[tuple[str, int]] = []  # (path, status answered)
+        self.authorizations: list[tuple[str, str]] = []  # (path, Authorization header) of every request
         self._failures: list[_Failure] = []
         self._always: _Failure | None = None
         self._runner: web.AppRunner | None = None
@@ -66,6 +67,7 @@ class LiveKitProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.authorizations.append((request.path, request.headers.get("Authorization", "")))
         failure = self._failures.pop(0) if self._failures else self._always
         if failure is not None:
             self.seen.append((request.path, failure.status))
