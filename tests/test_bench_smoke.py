@@ -19,6 +19,7 @@ TINY = {
     "end_to_end": ["--rates", "20", "--duration", "0.3", "--warmup", "3"],
     "audit_prune": ["--rows", "300", "--quiet", "0.1", "--batch", "40"],
     "audit_export": ["--rows", "300", "--rounds", "1"],
+    "memory": ["--commands", "12", "--every", "6", "--warmup", "6", "--rooms", "2", "--rate", "50"],
 }
 
 
@@ -48,6 +49,10 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     elif name == "audit_prune":
         assert report["pruned"]["rows"] == 150 and report["verify"]["intact"]
         assert report["pruned"]["batches"] == 4  # 150 rows, 40 at a time
+    elif name == "memory":
+        assert report["errors"] == 0
+        assert [s["commands"] for s in report["samples"]] == [6, 12] and report["baseline_rss_mb"] > 0
+        assert report["audit_rows"] >= 12  # every command finished with its row before its sample
     elif name == "audit_export":
         assert report["errors"] == []  # each product export was byte for byte the plain loop's
         assert set(report["ratio_product_speed_over_plain"]) == {"verify", "jsonl", "csv"}

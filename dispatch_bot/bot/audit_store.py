@@ -334,7 +334,12 @@ class AuditStore:
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, synchronous: str = "FULL", now: Callable[[], datetime] | None = None
+        cls,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        now: Callable[[], datetime] | None = None,
+        busy_timeout: float = 5.0,
     ) -> AuditStore:
         path = Path(path)
         try:
@@ -342,7 +347,7 @@ class AuditStore:
         except (sqlite3.Error, OSError) as exc:
             raise AuditError(f"Cannot open the audit database {path}: {_describe(exc)}.") from None
         try:
-            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             for attempt in range(_OPEN_ATTEMPTS):
                 try:
                     await _initialize(db, synchronous)

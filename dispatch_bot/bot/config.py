@@ -48,7 +48,12 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "followup_timeout": "duration",
         "followup_interval": "duration",
     },
-    "audit": {"database": "file path", "retention_days": "days", "prune_interval": "duration"},
+    "audit": {
+        "database": "file path",
+        "retention_days": "days",
+        "prune_interval": "duration",
+        "busy_timeout": "duration",
+    },
     "links": {
         "url_template": "URL template",
         "default_agents": "list of agents",
@@ -117,6 +122,7 @@ class Settings:
     database: str = "dispatch-audit.db"
     retention_days: float | None = None
     prune_interval: float = 3600.0
+    busy_timeout: float = 5.0  # how long a write waits for another process's lock on the audit database
     openvidu_agents_dir: str = ""
     catalog_reload_interval: float = 2.0
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
@@ -405,6 +411,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         socket_check_interval=_seconds(slack.get("socket_check_interval", "10s"), "slack.socket_check_interval"),
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
+        busy_timeout=_seconds(audit.get("busy_timeout", "5s"), "audit.busy_timeout"),
         public_ws_url=ws_url,
         link_url_template=template,
         link_default_agents=tuple(str(a) for a in default_agents),

@@ -54,7 +54,7 @@ class Runtime:
                 settings.check_rules(set(snapshot.agents), snapshot.folder)
             else:  # the bot still runs; every reply that could not check an agent says so
                 log.warning("%s", "; ".join(snapshot.problems))
-        audit = await AuditStore.open(settings.database)
+        audit = await AuditStore.open(settings.database, busy_timeout=settings.busy_timeout)
         gateway = LiveKitGateway(
             settings.livekit_url,
             settings.livekit_api_key,
