@@ -100,7 +100,7 @@ async def test_past_the_busy_timeout_the_person_is_told_nothing_was_done(
     told = json.loads(refused.body)  # the ack itself, shown only to the person
     assert told["response_type"] == "ephemeral"
     assert told["text"].startswith(":x: Nothing was done: Writing to the audit database ")
-    assert told["text"].endswith("failed: database is locked (another program holds it; try again). Try again.")
+    assert told["text"].endswith("failed: database is locked (another program holds it). Try again.")
     assert "Traceback" not in told["text"]
     assert livekit.calls("CreateDispatch") == []  # not run: nobody was told it would be
 
@@ -123,7 +123,7 @@ async def test_a_lock_that_comes_mid_command_costs_the_row_a_warning_and_a_stop_
         locker.terminate()
     assert "*room-a*: 1 dispatch" in answer  # the person has the answer, and is told it went unrecorded
     assert ":warning: This was not recorded in the audit log: Writing to the audit database " in answer
-    assert "database is locked (another program holds it; try again)" in answer and "Traceback" not in answer
+    assert "database is locked (another program holds it)" in answer and "Traceback" not in answer
     assert bot.audit_rows() == []
 
     # Its received record is still there: the bot's stop (or next start) gives it its row, so it is not lost.

@@ -277,7 +277,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 def _describe(exc: BaseException) -> str:
     text = str(exc).split("\n")[0][:200] or type(exc).__name__
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return f"{text} (another program holds it; try again)"
+        return f"{text} (another program holds it)"
     return text
 
 
