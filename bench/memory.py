@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=20000, help="commands to send")
     parser.add_argument("--every", type=int, default=1000, help="sample the bot's RSS after this many commands")
     parser.add_argument("--warmup", type=int, default=5000, help="the sample that flatness is measured from")
-    parser.add_argument("--rate", type=float, default=100.0, help="commands per second, steady")
+    parser.add_argument("--rate", type=float, default=30.0, help="commands per second, steady")
     parser.add_argument("--rooms", type=int, default=100, help="running rooms the commands cycle over")
     parser.add_argument("--concurrency", type=int, default=8, help="slack.max_concurrent_commands")
     parser.add_argument("--limit-mb", type=float, default=100.0, help="the target for the largest sample")
@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    report = asyncio.run(run_bench(args, progress))
+    try:
+        report = asyncio.run(run_bench(args, progress))
+    except KeyboardInterrupt:
+        print("interrupted: the bot and the stand-ins were stopped; no figures.", file=sys.stderr)
+        return 130
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 1 if report["errors"] else 0
 
