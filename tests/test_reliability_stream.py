@@ -52,12 +52,13 @@ async def proxy(livekit: FakeLiveKit) -> AsyncIterator[LiveKitProxy]:
 
 
 async def run_step(bot: BotUnderTest, slack: FakeSlack, step: Step) -> Sent:
+    posts = len(slack.calls("chat.postMessage")) + 1  # counted before the command: its post may beat the ack
     result = await bot.command(step.command)
     assert result.status == 200, result.body
     if step.in_channel:
-        posted = await slack.wait_for_web_call("chat.postMessage", count=len(slack.calls("chat.postMessage")) + 1)
+        posted = await slack.wait_for_web_call("chat.postMessage", count=posts)
         # The follow-up (did the agent join?) edits that message; wait for it before LiveKit changes again.
-        await slack.wait_for_web_call("chat.update", count=len(slack.calls("chat.postMessage")))
+        await slack.wait_for_web_call("chat.update", count=posts)
         return Sent(step, result.response_url, all_text(posted.params))
     return Sent(step, result.response_url, all_text((await slack.wait_for_response(url=result.response_url)).body))
 
