@@ -208,14 +208,15 @@ def bot_process(
     env.pop("SLACK_APP_TOKEN", None)
     command = [sys.executable, "-m", "dispatch_bot.bot.cli", "--config", str(config), "serve", "--http"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=REPO, env=env)
+    # A session of its own: Ctrl-C in the terminal reaches the bench alone, which then stops the bot itself.
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
     try:
         yield process, f"http://127.0.0.1:{port}"
     finally:
         process.terminate()  # SIGTERM: the bot finishes its commands and stops
         try:
             process.wait(15)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
             process.kill()
             process.wait(5)
 

@@ -20,11 +20,13 @@ TINY = {
     "audit_prune": ["--rows", "300", "--quiet", "0.1", "--batch", "40"],
     "audit_export": ["--rows", "300", "--rounds", "1"],
     "start": ["--rounds", "1", "--warmup", "0"],
+    "memory": ["--commands", "12", "--every", "6", "--warmup", "6", "--rooms", "2", "--rate", "50"],
 }
 
 
 def run_bench(name: str, tmp_path: Path) -> dict[str, Any]:
-    extra = ["--dir", str(tmp_path)] if name != "ack_latency" and name != "end_to_end" else []
+    with_dir = ("audit_store", "link_mint", "audit_prune", "audit_export", "start")
+    extra = ["--dir", str(tmp_path)] if name in with_dir else []
     proc = subprocess.run(
         [sys.executable, "-m", f"bench.{name}", *TINY[name], *extra, "--json"],
         cwd=REPO,
@@ -49,6 +51,10 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     elif name == "audit_prune":
         assert report["pruned"]["rows"] == 150 and report["verify"]["intact"]
         assert report["pruned"]["batches"] == 4  # 150 rows, 40 at a time
+    elif name == "memory":
+        assert report["errors"] == 0
+        assert [s["commands"] for s in report["samples"]] == [6, 12] and report["baseline_rss_mb"] > 0
+        assert report["audit_rows"] >= 12  # every command finished with its row before its sample
     elif name == "audit_export":
         assert report["errors"] == []  # each product export was byte for byte the plain loop's
         assert set(report["ratio_product_speed_over_plain"]) == {"verify", "jsonl", "csv"}

@@ -90,6 +90,18 @@ async def test_one_shot_exit_status_is_non_zero_for_bad_input_and_errors(
     assert livekit.requests == []
 
 
+async def test_console_keeps_a_lone_star_and_drops_only_paired_markup(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    env.pop("OPENVIDU_AGENTS_DIR", None)
+    code, out, _ = await run_cli(["console", "-c", "agents"], env)
+    assert code == 0, out
+    assert "OpenVidu's agent-*.yaml files" in out  # Slack shows the same words; the * is not markup
+    code, out, _ = await run_cli(["console", "-c", "help"], env)
+    assert "*" not in out.replace("agent-*", ""), out  # bold pairs (*Usage*) are dropped in a terminal
+
+
 async def test_interactive_console(
     make_settings: Callable[..., Settings], tmp_path: Path, livekit: FakeLiveKit
 ) -> None:

@@ -59,7 +59,11 @@ async def test_everything_passes(make_settings: Callable[..., Settings], tmp_pat
         ("[ ok ]", "slack"),
         ("[ ok ]", "audit"),
         ("[ ok ]", "agents"),
+        ("[info]", "webhooks"),
     ]
+    assert f":{settings.port}/livekit/webhook (or another name of this host" in out
+    assert "with `webhook.api_key` set to devkey" in out
+    assert "polling every 15 s" in out
     assert "rule `prod-readonly` denies dispatch, stop in rooms prod-* to everyone." in out
     assert "rule `ops-channel` allows every command in channels C0OPS." in out
     assert "admins (U0ADMIN) may run every command." in out
@@ -135,3 +139,13 @@ async def test_a_configuration_that_does_not_load_is_a_failed_check(tmp_path: Pa
     code, out, err = await run_cli(["--config", str(config), "check"], {"PATH": "/usr/bin:/bin"})
     assert (code, err) == (1, "")
     assert out == f"[FAIL] config: {config}: `slack.port` is 'nope'; it must be a number from 1 to 65535.\n"
+
+
+async def test_check_says_webhooks_are_ignored_when_supervision_is_off(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings("watch:\n  enabled: false\n")
+    code, out, _ = await run_cli(["check"], bot_env(settings, tmp_path / "dispatch-bot.yaml"))
+    assert code == 0, out
+    assert "[info] webhooks: supervision is off (watch.enabled: false)" in out
+    assert "/livekit/webhook" not in out

@@ -67,7 +67,7 @@ def test_a_file_that_is_not_a_mapping_lists_every_section(tmp_path: Path) -> Non
     config = tmp_path / "dispatch-bot.yaml"
     assert config_error(tmp_path, "- slack\n") == (
         f"The config file {config} must hold a mapping of sections "
-        "(slack:, livekit:, audit:, links:, agents:, watch:, limits:, policy:, rules:)."
+        "(slack:, livekit:, audit:, links:, agents:, watch:, limits:, logging:, policy:, rules:)."
     )
 
 

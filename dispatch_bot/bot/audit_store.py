@@ -11,12 +11,12 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO, TypeVar, cast
 
 import aiosqlite
 
@@ -99,6 +99,8 @@ HASHED_COLUMNS = (
 )  # fmt: skip
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 _WRITE_ATTEMPTS = 20
+T = TypeVar("T")
+_Write = tuple[Callable[[], Awaitable[Any]], "asyncio.Future[Any]"]
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 _TIP = """
@@ -282,7 +284,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 def _describe(exc: BaseException) -> str:
     text = str(exc).split("\n")[0][:200] or type(exc).__name__
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return f"{text} (another program holds it; try again)"
+        return f"{text} (another program holds it)"
     return text
 
 
@@ -332,12 +334,20 @@ class AuditStore:
         self._db = db
         self._now = now or (lambda: datetime.now(UTC))
         self._write_lock = asyncio.Lock()
+        self._queued: list[_Write] = []  # writes waiting for the next group transaction
+        self._writer: asyncio.Task[None] | None = None
         # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
         self._tip: tuple[int, str, str] | None = None
+        self.observe_append: Callable[[float], None] | None = None  # seconds each record() took (metrics)
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, synchronous: str = "FULL", now: Callable[[], datetime] | None = None
+        cls,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        now: Callable[[], datetime] | None = None,
+        busy_timeout: float = 5.0,
     ) -> AuditStore:
         path = Path(path)
         try:
@@ -345,7 +355,7 @@ class AuditStore:
         except (sqlite3.Error, OSError) as exc:
             raise AuditError(f"Cannot open the audit database {path}: {_describe(exc)}.") from None
         try:
-            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             for attempt in range(_OPEN_ATTEMPTS):
                 try:
                     await _initialize(db, synchronous)
@@ -369,10 +379,78 @@ class AuditStore:
         return cls(path, db, now)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
         await self._db.close()
+
+    # --- group commit: every write of this connection, durable when it returns ------------------------------
+
+    async def write(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work`'s statements in the next group transaction; returns (or raises) once it is committed.
+
+        The writes that arrive while one group commits share the next one, so a burst pays one disk sync for all,
+        and each still returns only when its own statements are on disk. `work` may run twice: when another write
+        fails its group, each of the group's writes is run again alone, so that only the failing one fails.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((work, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups())
+        return cast(T, await future)
+
+    async def _write_groups(self) -> None:
+        group: list[_Write] = []
+        try:
+            await asyncio.sleep(0)  # let the writes that arrived together join this group
+            while self._queued:
+                group, self._queued = self._queued, []
+                async with self._write_lock:  # a prune or a health check is never inside a group
+                    if not await self._commit(group, alone=len(group) == 1):
+                        for one in group:
+                            await self._commit([one], alone=True)
+                group = []
+        finally:  # cancelled at shutdown: nobody waits forever
+            for _, future in [*group, *self._queued]:
+                if not future.done():
+                    future.set_exception(AuditError(f"The audit database {self.path} was closed before the write."))
+            self._queued = []
+
+    async def _commit(self, group: list[_Write], *, alone: bool) -> bool:
+        """One transaction for the group; False when it failed and was rolled back (unless `alone`: its error)."""
+        results: list[Any] = []
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for work, _ in group:
+                    results.append(await work())
+                await self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # sqlite3.Error, OSError, AuditError, ValueError (closed connection)
+            self._tip = None  # rows this group appended are gone
+            if not alone:
+                return False
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return True
+        for (_, future), value in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(value)
+        return True
 
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
+        started = time.perf_counter()
+        try:
+            return await self._record(entry)
+        finally:
+            if self.observe_append is not None:
+                self.observe_append(time.perf_counter() - started)
+
+    async def _record(self, entry: AuditRecord) -> int:
         actor = entry.actor
         content: dict[str, Any] = {
             "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
@@ -381,74 +459,53 @@ class AuditStore:
             "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
             "duration_ms": entry.duration_ms,
         }  # fmt: skip
-        async with self._write_lock:
-            for _ in range(_WRITE_ATTEMPTS):
-                try:
-                    if self._tip is None:
-                        [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
-                        self._tip = (int(tip_id), str(tip_ts), str(tip_hash))
-                    tip_id, tip_ts, tip_hash = self._tip
-                    content["id"] = tip_id + 1
-                    # A row's time never goes back past the tip's: ts grows with id (since: relies on it).
-                    content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
-                    content["prev_hash"] = tip_hash
-                    content["hash"] = row_hash(tip_hash, content)
-                    inserted = await self._append(content, tip_id, entry.received_id)
-                except (sqlite3.Error, OSError) as exc:
-                    if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY_SNAPSHOT":
-                        raise self._write_failed(exc) from None
-                    inserted = []  # another process wrote between this statement's read and its write
-                if not inserted:  # the tip moved (another process appended, or pruned): read it again
-                    self._tip = None
-                    continue
-                self._tip = (int(content["id"]), content["ts"], content["hash"])
-                return int(content["id"])
-            raise self._write_failed(RuntimeError("other writers kept moving its tip"))
-
-    async def _append(self, content: dict[str, Any], tip_id: int, received_id: int) -> list[Any]:
-        params = [*(content[c] for c in COLUMNS), tip_id]
-        if not received_id:
-            return list(await self._db.execute_fetchall(_APPEND, params))
-        # The row and the end of its received-command record commit together: a crash leaves one or the other.
-        await self._db.execute("BEGIN IMMEDIATE")
         try:
-            inserted = list(await self._db.execute_fetchall(_APPEND, params))
-            if inserted:
+            return await self.write(lambda: self._append(content, entry.received_id))
+        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
+            raise self._write_failed(exc) from None
+
+    async def _append(self, content: dict[str, Any], received_id: int) -> int:
+        """Inside a group transaction: the row on the chain's tip, and the end of its received-command record (the
+        two commit together: a crash leaves one or the other)."""
+        for _ in range(_WRITE_ATTEMPTS):
+            if self._tip is None:
+                [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
+                self._tip = (int(tip_id), str(tip_ts), str(tip_hash))
+            tip_id, tip_ts, tip_hash = self._tip
+            content["id"] = tip_id + 1
+            # A row's time never goes back past the tip's: ts grows with id (since: relies on it).
+            content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
+            content["prev_hash"] = tip_hash
+            content["hash"] = row_hash(tip_hash, content)
+            inserted = await self._db.execute_fetchall(_APPEND, [*(content[c] for c in COLUMNS), tip_id])
+            if not inserted:  # the tip moved before this transaction (another process appended, or pruned)
+                self._tip = None
+                continue
+            if received_id:
                 await self._db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,))
-            await self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                await self._db.execute("ROLLBACK")
-            raise
-        return inserted
+            self._tip = (int(content["id"]), content["ts"], content["hash"])
+            return int(content["id"])
+        raise self._write_failed(RuntimeError("other writers kept moving its tip"))
 
     # --- commands received, not yet finished (issue: nothing acknowledged is ever lost) ----------------------
 
     async def receive(self, rows: list[ReceivedCommand]) -> list[int]:
         """Record commands as received, in one transaction (one disk sync for a whole group); their ids."""
-        async with self._write_lock:  # one transaction at a time on this connection
-            return await self._receive(rows)
+        try:
+            return await self.write(lambda: self._receive(rows))
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise self._write_failed(exc) from None
 
     async def _receive(self, rows: list[ReceivedCommand]) -> list[int]:
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = []
-                for row in rows:
-                    found = await self._db.execute_fetchall(
-                        "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
-                        "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                        (row.received, row.boot, row.actor.source, row.actor.team_id, row.actor.channel_id,
-                         row.actor.channel_name, row.actor.user_id, row.actor.user_name, row.text, row.response_url),
-                    )  # fmt: skip
-                    ids.append(int(next(iter(found))[0]))
-                await self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise self._write_failed(exc) from None
+        ids = []
+        for row in rows:
+            found = await self._db.execute_fetchall(
+                "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
+                "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (row.received, row.boot, row.actor.source, row.actor.team_id, row.actor.channel_id,
+                 row.actor.channel_name, row.actor.user_id, row.actor.user_name, row.text, row.response_url),
+            )  # fmt: skip
+            ids.append(int(next(iter(found))[0]))
         return ids
 
     async def unfinished(self, boot: str | None = None) -> list[ReceivedCommand]:
@@ -791,33 +848,39 @@ class WatchStore:
         self._store = store
         self._db = store._db
         self._inserted = 0
-        self._lock = store._write_lock  # its statements never land inside another coroutine's transaction
+
+    async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work` in the store's next group transaction (never inside another coroutine's), committed."""
+        try:
+            return await self._store.write(work)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise self._failed(exc) from None
 
     def _failed(self, exc: BaseException) -> AuditError:
         return AuditError(f"The supervision state in {self._store.path} could not be used: {_describe(exc)}.")
 
     async def add(self, record: WatchRecord) -> WatchRecord:
         """Watch a dispatch; an open watch of the same dispatch is updated instead (keep is only ever turned on)."""
-        async with self._lock:
-            try:
-                updated = await self._db.execute_fetchall(
-                    "UPDATE watches SET keep = MAX(keep, ?), "
-                    "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
-                    "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
-                    f"RETURNING {', '.join(_WATCH_COLUMNS)}",
-                    (int(record.keep), record.channel_id, record.room, record.dispatch_id),
-                )
-                if updated:
-                    return _watch(next(iter(updated)))
-                columns = [c for c in _WATCH_COLUMNS if c != "id"]
-                values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
-                rows = await self._db.execute_fetchall(
-                    f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
-                    values,
-                )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+
+        async def work() -> WatchRecord:
+            updated = await self._db.execute_fetchall(
+                "UPDATE watches SET keep = MAX(keep, ?), "
+                "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
+                "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
+                f"RETURNING {', '.join(_WATCH_COLUMNS)}",
+                (int(record.keep), record.channel_id, record.room, record.dispatch_id),
+            )
+            if updated:
+                return _watch(next(iter(updated)))
+            columns = [c for c in _WATCH_COLUMNS if c != "id"]
+            values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
+            rows = await self._db.execute_fetchall(
+                f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
+                values,
+            )
             return replace(record, id=int(next(iter(rows))[0]))
+
+        return await self._write(work)
 
     async def save(self, before: WatchRecord, after: WatchRecord) -> bool:
         """Write what changed from `before` to `after`, only if the watch is still in `before`'s state and dispatch.
@@ -825,34 +888,32 @@ class WatchStore:
         False when something else changed it meanwhile (a stop closed it, the follow-up saw its agent): the caller
         looks again rather than act on a stale reading. Columns it did not change (the message's ts) are left alone.
         """
-        async with self._lock:
-            changed = [c for c in _WATCH_COLUMNS if c != "id" and getattr(before, c) != getattr(after, c)]
-            if not changed:
-                return True
-            values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
-            try:
-                cursor = await self._db.execute(
-                    f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
-                    "WHERE id = ? AND state = ? AND dispatch_id = ?",
-                    [*values, before.id, before.state, before.dispatch_id],
-                )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+        changed = [c for c in _WATCH_COLUMNS if c != "id" and getattr(before, c) != getattr(after, c)]
+        if not changed:
+            return True
+        values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
+
+        async def work() -> bool:
+            cursor = await self._db.execute(
+                f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
+                "WHERE id = ? AND state = ? AND dispatch_id = ?",
+                [*values, before.id, before.state, before.dispatch_id],
+            )
             return cursor.rowcount == 1
 
+        return await self._write(work)
+
     async def close(self, room: str, dispatch_ids: list[str], reason: str) -> None:
-        async with self._lock:
-            if not dispatch_ids:
-                return
-            marks = ", ".join("?" * len(dispatch_ids))
-            try:
-                await self._db.execute(
-                    "UPDATE watches SET state = 'closed', closed_reason = ? "
-                    f"WHERE room = ? AND dispatch_id IN ({marks}) AND state != 'closed'",
-                    [reason, room, *dispatch_ids],
-                )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+        if not dispatch_ids:
+            return
+        marks = ", ".join("?" * len(dispatch_ids))
+        await self._write(
+            lambda: self._db.execute(
+                "UPDATE watches SET state = 'closed', closed_reason = ? "
+                f"WHERE room = ? AND dispatch_id IN ({marks}) AND state != 'closed'",
+                [reason, room, *dispatch_ids],
+            )
+        )
 
     async def open_watches(self, room: str | None = None) -> list[WatchRecord]:
         where, params = ("WHERE state != 'closed' AND room = ?", [room]) if room is not None else (
@@ -880,55 +941,50 @@ class WatchStore:
 
     async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> list[int]:
         """A waiting watch whose agent was seen in the room: present, as that identity. Returns the watches' ids."""
-        async with self._lock:
-            try:
-                rows = await self._db.execute_fetchall(
-                    "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
-                    "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
-                    (identity, now, room, dispatch_id),
-                )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-            return [int(r[0]) for r in rows]
+        rows = await self._write(
+            lambda: self._db.execute_fetchall(
+                "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
+                "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
+                (identity, now, room, dispatch_id),
+            )
+        )
+        return [int(r[0]) for r in rows]
 
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
-        async with self._lock:
-            try:
-                await self._db.execute(
-                    "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
-                    (channel_id, ts, room, dispatch_id),
-                )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
+        await self._write(
+            lambda: self._db.execute(
+                "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
+                (channel_id, ts, room, dispatch_id),
+            )
+        )
 
     async def first_delivery(self, event_id: str, now: float) -> bool:
         """Record a webhook id; False when it was handled before (the server sends some events twice)."""
-        async with self._lock:
-            try:
-                rows = await self._db.execute_fetchall(
-                    "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                    (event_id, now),
+
+        async def work() -> bool:
+            rows = await self._db.execute_fetchall(
+                "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (event_id, now),
+            )
+            if rows and (self._inserted + 1) % 1000 == 0:  # every thousandth id, forget the oldest beyond the bound
+                await self._db.execute(
+                    "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
+                    "ORDER BY received DESC LIMIT 1 OFFSET ?)",
+                    (WEBHOOK_IDS_KEPT,),
                 )
-                self._inserted += bool(rows)
-                if self._inserted % 1000 == 0 and rows:  # every thousandth id, forget the oldest beyond the bound
-                    await self._db.execute(
-                        "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
-                        "ORDER BY received DESC LIMIT 1 OFFSET ?)",
-                        (WEBHOOK_IDS_KEPT,),
-                    )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
             return bool(rows)
+
+        first = await self._write(work)
+        self._inserted += first
+        return first
 
     async def claim_rule_room(self, room_sid: str, rule: str, room: str, now: float) -> bool:
         """Mark the room (by sid) served by the rule; False when it was already: a rule never serves a room twice."""
-        async with self._lock:
-            try:
-                rows = await self._db.execute_fetchall(
-                    "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
-                    "RETURNING room_sid",
-                    (room_sid, rule, room, now),
-                )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from None
-            return bool(rows)
+        rows = await self._write(
+            lambda: self._db.execute_fetchall(
+                "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
+                "RETURNING room_sid",
+                (room_sid, rule, room, now),
+            )
+        )
+        return bool(rows)

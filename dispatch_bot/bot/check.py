@@ -3,6 +3,7 @@ no database and changes nothing, and the only calls it makes are a room lookup i
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ async def run_checks(settings: Settings, config_path: str | None, out: TextIO = 
     await _slack(checks, settings)
     await _audit(checks, settings)
     _agents(checks, settings)
+    _webhooks(checks, settings)
     return 1 if checks.failed else 0
 
 
@@ -199,3 +201,29 @@ def _agents(checks: Checks, settings: Settings) -> None:
         return
     names = ", ".join(sorted(snapshot.agents)) or "none"
     checks.line(OK, "agents", f"{len(snapshot.agents)} agents in {folder}: {names}.")
+
+
+def _webhooks(checks: Checks, settings: Settings) -> None:
+    """What OpenVidu must be told: nothing here can see livekit.yaml, so this says, and does not judge."""
+    from .webhooks import WEBHOOK_PATH
+
+    if not settings.watch_enabled:
+        checks.line(
+            INFO,
+            "webhooks",
+            "supervision is off (watch.enabled: false), so LiveKit's webhooks are ignored; nothing to add to "
+            "livekit.yaml.",
+        )
+        return
+    url = f"http://{socket.gethostname()}:{settings.port}{WEBHOOK_PATH}"
+    checks.line(
+        INFO,
+        "webhooks",
+        f"add {url} (or another name of this host that the OpenVidu host can reach) to `webhook.urls` in "
+        "OpenVidu's livekit.yaml, keeping the URLs already there, with `webhook.api_key` set to "
+        f"{settings.livekit_api_key}; then restart OpenVidu.",
+    )
+    checks.more(
+        f"Without it the bot still notices an agent leaving, by polling every {settings.poll_interval:g} s "
+        "(watch.poll_interval), only later."
+    )

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo: Demo | None = None
     try:
         settings = load_settings(args.config)
-        configure_logging(level, configured_secrets(settings))
+        configure_logging(level, configured_secrets(settings), settings.log_format)
         if args.command in ("serve", "console") and args.demo:
             from ..demo.session import Demo
 
@@ -252,10 +252,12 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int, demo: 
         supervisor = runtime.supervisor
         watching = asyncio.create_task(supervisor.run(stop)) if supervisor is not None else None
         if http:
-            log.info("HTTP mode: POST /slack/events, POST /livekit/webhook and GET /healthz on %s:%d", host, port)
+            log.info(
+                "HTTP mode: POST /slack/events, POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port
+            )
             await stop.wait()
         else:
-            log.info("Socket Mode; POST /livekit/webhook and GET /healthz on %s:%d", host, port)
+            log.info("Socket Mode; POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port)
             handler = transport.socket_mode_handler()
             connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
             stopping = asyncio.create_task(stop.wait())
@@ -492,7 +494,8 @@ def _check(config_path: str | None) -> int:
         settings = load_settings(config_path)
     except ConfigError as exc:
         return config_failed(exc)
-    configure_logging("ERROR", configured_secrets(settings))  # the check's own lines say what went wrong
+    # the check's own lines say what went wrong
+    configure_logging("ERROR", configured_secrets(settings), settings.log_format)
     try:
         return asyncio.run(run_checks(settings, config_path or os.environ.get("DISPATCH_BOT_CONFIG")))
     except KeyboardInterrupt:

@@ -48,7 +48,12 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "followup_timeout": "duration",
         "followup_interval": "duration",
     },
-    "audit": {"database": "file path", "retention_days": "days", "prune_interval": "duration"},
+    "audit": {
+        "database": "file path",
+        "retention_days": "days",
+        "prune_interval": "duration",
+        "busy_timeout": "duration",
+    },
     "links": {
         "url_template": "URL template",
         "default_agents": "list of agents",
@@ -63,7 +68,9 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "keep_backoff": "duration",
     },
     "limits": {"per_user_per_minute": "number"},
+    "logging": {"format": "plain or json"},
 }
+LOG_FORMATS = ("plain", "json")
 _RULE_KEYS = ("name", "rooms", "agents", "channel")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
@@ -115,6 +122,7 @@ class Settings:
     database: str = "dispatch-audit.db"
     retention_days: float | None = None
     prune_interval: float = 3600.0
+    busy_timeout: float = 5.0  # how long a write waits for another process's lock on the audit database
     openvidu_agents_dir: str = ""
     catalog_reload_interval: float = 2.0
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
@@ -130,6 +138,7 @@ class Settings:
     keep_backoff: float = 10.0
     rules: tuple[DispatchRule, ...] = ()
     per_user_per_minute: int = 10
+    log_format: str = "plain"  # or "json": one JSON object per log line
     # Where a LiveKit URL or an audit database was given ("" when the default applies): `--demo` needs to know.
     livekit_url_origin: str = ""
     database_given: bool = False
@@ -269,8 +278,10 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
     agents = _section(data, "agents", source)
     watch = _section(data, "watch", source)
     limits = _section(data, "limits", source)
+    logging_ = _section(data, "logging", source)
 
     sections = {"slack": slack, "livekit": livekit, "audit": audit, "links": links, "agents": agents}
+    sections["logging"] = logging_
 
     def pick(env_name: str | None, section: str, key: str, default: str) -> str:
         if env_name and env.get(env_name):
@@ -284,6 +295,9 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
             return env_name
         return f"{source}: `{section}.{key}`"
 
+    log_format = pick("LOG_FORMAT", "logging", "format", "plain").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"{named('LOG_FORMAT', 'logging', 'format')} is {log_format!r}; use plain or json.")
     command = pick(None, "slack", "command", "/dispatch")
     if not _COMMAND.fullmatch(command):
         raise ConfigError(
@@ -397,6 +411,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         socket_check_interval=_seconds(slack.get("socket_check_interval", "10s"), "slack.socket_check_interval"),
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
+        busy_timeout=_seconds(audit.get("busy_timeout", "5s"), "audit.busy_timeout"),
         public_ws_url=ws_url,
         link_url_template=template,
         link_default_agents=tuple(str(a) for a in default_agents),
@@ -425,6 +440,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         keep_backoff=_seconds(watch.get("keep_backoff", "10s"), "watch.keep_backoff"),
         rules=rules,
         per_user_per_minute=per_minute,
+        log_format=log_format,
         livekit_url_origin=url_origin,
         database_given=bool(env.get("DISPATCH_BOT_DB") or audit.get("database")),
     )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from types import SimpleNamespace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -22,6 +24,9 @@ from livekit.protocol.models import DisconnectReason, ParticipantInfo
 
 from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, Participant, RoomEvent, RoomInfo
 from ..commands.ports import JobStatus as JobStatusName
+
+if TYPE_CHECKING:
+    from .observability import Metrics
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -117,6 +122,51 @@ async def _note_retry_after(
     _RETRY_AFTER.set(float(value) if value.strip().isdigit() else None)
 
 
+# The Twirp method (CreateDispatch, ListRooms...) of the call in progress in this task, for the metrics.
+_TWIRP_METHOD: ContextVar[str] = ContextVar("twirp_method", default="")
+
+
+async def _note_method(
+    _session: aiohttp.ClientSession, _context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+) -> None:
+    if not _TWIRP_METHOD.get():  # the first request of a call names it (not the ListRooms that explains a 503)
+        _TWIRP_METHOD.set(params.url.path.rsplit("/", 1)[-1])
+
+
+# livekit-api's tokens last 6 hours; one is reused for 10 minutes, then signed again.
+TOKEN_REUSE = 600.0
+TOKEN_CACHE_SIZE = 1024  # grant sets kept (they name a room: one or two per room the bot speaks of)
+
+SignHeader = Callable[[api.VideoGrants | None, api.SIPGrants | None], dict[str, str]]
+
+
+class SignedHeaders:
+    """livekit-api's `_auth_header`, signing one token per grant set and reusing it for `reuse` seconds.
+
+    livekit-api signs a new JWT for every request; the same grants (the same room) get the same token instead.
+    """
+
+    def __init__(self, sign: SignHeader, *, reuse: float = TOKEN_REUSE, size: int = TOKEN_CACHE_SIZE) -> None:
+        self._sign = sign
+        self._reuse = reuse
+        self._size = size
+        self._signed: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+
+    def __call__(self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None) -> dict[str, str]:
+        key = f"{grants!r}{sip!r}"  # dataclasses: every field is in the repr
+        now = time.monotonic()
+        found = self._signed.get(key)
+        if found is not None and now < found[0]:
+            self._signed.move_to_end(key)
+            return found[1]  # livekit-api copies the headers before adding its own
+        header = self._sign(grants, sip)
+        self._signed[key] = (now + self._reuse, header)
+        self._signed.move_to_end(key)
+        if len(self._signed) > self._size:
+            self._signed.popitem(last=False)
+        return header
+
+
 def public_url(url: str) -> str:
     """The server URL without any credentials that may sit in its userinfo."""
     parts = urlsplit(url)
@@ -137,16 +187,21 @@ class LiveKitGateway:
         self._timeout = timeout
         self._api: api.LiveKitAPI | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.metrics: Metrics | None = None  # set by the runtime: each call's method, latency and error kind
 
     def _client(self) -> api.LiveKitAPI:
         # LiveKitAPI opens an aiohttp session, so it is made on first use inside the running loop.
         if self._api is None:
             trace = aiohttp.TraceConfig()
             trace.on_request_end.append(_note_retry_after)
+            trace.on_request_start.append(_note_method)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout), trace_configs=[trace]
             )
             self._api = api.LiveKitAPI(self._server_url, self._api_key, self._api_secret, session=self._session)
+            signed = SignedHeaders(self._api.room._auth_header)
+            for service in (self._api.room, self._api.agent_dispatch):  # the services the bot calls
+                setattr(service, "_auth_header", signed)  # noqa: B010  # an instance's method, replaced
         return self._api
 
     async def aclose(self) -> None:
@@ -233,6 +288,20 @@ class LiveKitGateway:
         return token.to_jwt()
 
     async def _call(self, call: Callable[[], Awaitable[T]], room: str) -> T:
+        if self.metrics is None:
+            return await self._request(call, room)
+        _TWIRP_METHOD.set("")
+        started = time.perf_counter()
+        kind = ""
+        try:
+            return await self._request(call, room)
+        except BackendError as exc:
+            kind = exc.kind
+            raise
+        finally:
+            self.metrics.livekit_call_done(_TWIRP_METHOD.get(), time.perf_counter() - started, kind)
+
+    async def _request(self, call: Callable[[], Awaitable[T]], room: str) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:

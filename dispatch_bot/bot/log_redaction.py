@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
+
+from .observability import COMMAND_FIELDS, JsonLogFormatter
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -47,6 +50,10 @@ class SecretRedactor(logging.Filter):
             record.msg, record.args = redacted, None
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
+        for name in COMMAND_FIELDS:  # the fields JSON lines show apart from the message
+            value = record.__dict__.get(name)
+            if isinstance(value, str):
+                record.__dict__[name] = self.redact(value)
         return True
 
 
@@ -65,8 +72,18 @@ def typed_text_masker(settings: Settings) -> Callable[[str], str]:
     return SecretRedactor(configured_secrets(settings)).redact
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redactor = SecretRedactor(secrets)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redactor)
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(
+    level: str, secrets: Iterable[str], log_format: str = "plain", stream: TextIO | None = None
+) -> logging.Handler:
+    """Every record to `stream` (standard error) as a line of text or, with `log_format="json"`, a JSON object;
+    secrets masked in both. Returns the handler, which is the root logger's."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else logging.Formatter(PLAIN_FORMAT))
+    handler.addFilter(SecretRedactor(secrets))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

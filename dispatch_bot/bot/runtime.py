@@ -13,6 +13,7 @@ from .agent_catalog import AgentCatalog
 from .audit_store import AuditStore, WatchStore
 from .config import Settings
 from .intake import Intake
+from .observability import Metrics
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -22,12 +23,14 @@ log = logging.getLogger(__name__)
 
 
 class _GatewayOnFirstUse:
-    """The LiveKit gateway, made the first time something uses it: livekit-api, protobuf and aiohttp are imported
-    then, so a command that never calls LiveKit (`console -c help`) never loads them."""
+    """The LiveKit gateway, made the first time something calls it: livekit-api, protobuf and aiohttp are imported
+    then, so a command that never calls LiveKit (`console -c help`) never loads them. Attributes set before that
+    (the metrics, the demo's URL) are kept and given to it when it is made."""
 
     def __init__(self, settings: Settings) -> None:
         object.__setattr__(self, "_settings", settings)
         object.__setattr__(self, "_gateway", None)
+        object.__setattr__(self, "_pending", {})
 
     def _made(self) -> LiveKitGateway:
         gateway: LiveKitGateway | None = object.__getattribute__(self, "_gateway")
@@ -41,14 +44,23 @@ class _GatewayOnFirstUse:
                 settings.livekit_api_secret,
                 timeout=settings.request_timeout,
             )
+            for name, value in object.__getattribute__(self, "_pending").items():
+                setattr(gateway, name, value)
             object.__setattr__(self, "_gateway", gateway)
         return gateway
 
     def __getattr__(self, name: str) -> Any:
+        pending: dict[str, Any] = object.__getattribute__(self, "_pending")
+        if object.__getattribute__(self, "_gateway") is None and name in pending:
+            return pending[name]
         return getattr(self._made(), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._made(), name, value)
+        gateway = object.__getattribute__(self, "_gateway")
+        if gateway is None:
+            object.__getattribute__(self, "_pending")[name] = value
+        else:
+            setattr(gateway, name, value)
 
     async def aclose(self) -> None:
         gateway = object.__getattribute__(self, "_gateway")
@@ -64,7 +76,10 @@ class Runtime:
         self.catalog = catalog
         self.gateway = gateway
         self.audit = audit
-        self.runner = CommandRunner(audit)
+        self.metrics = Metrics()  # this bot's own registry: /metrics shows it
+        gateway.metrics = self.metrics
+        audit.observe_append = self.metrics.audit_append.observe
+        self.runner = CommandRunner(audit, on_finished=self.metrics.command_finished)
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process
         self.intake = Intake(audit)
@@ -75,6 +90,7 @@ class Runtime:
             self.supervisor = Supervisor(
                 self, WatchStore(audit), policy, poll_interval=settings.poll_interval, rules=settings.rules
             )
+            self.metrics.watch_count = self.supervisor.open_watch_count
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -87,7 +103,7 @@ class Runtime:
                 settings.check_rules(set(snapshot.agents), snapshot.folder)
             else:  # the bot still runs; every reply that could not check an agent says so
                 log.warning("%s", "; ".join(snapshot.problems))
-        audit = await AuditStore.open(settings.database)
+        audit = await AuditStore.open(settings.database, busy_timeout=settings.busy_timeout)
         return cls(settings, cast("LiveKitGateway", _GatewayOnFirstUse(settings)), audit, catalog)
 
     async def close(self) -> None:

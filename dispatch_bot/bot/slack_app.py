@@ -40,6 +40,7 @@ from .app_home import HOME_DISPATCH, MODAL, Submission, dispatch_modal, gather_f
 from .http_guard import SlackRequestGuard
 from .intake import settle_unfinished
 from .log_redaction import typed_text_masker
+from .observability import MeteredWebClient
 from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 # Each kind of failure is retried this often: a brief outage or a 429 delays a message, a long one gets a sentence.
 SLACK_RETRIES = 2
 SLACK_TIMEOUT = 30.0  # seconds for one Web API or response_url call
+# Connections kept open to Slack, shared by every Web API client and response_url post (more calls wait for one).
+SLACK_CONNECTIONS = 64
 # chat.postMessage answers that mean "not here" rather than "Slack failed": the response_url is the way, quietly.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 
@@ -199,6 +202,8 @@ class SlackTransport:
         self.timeout = timeout
         self.retry_backoff = retry_backoff
         self._web_log = _sdk_logger("dispatch_bot.slack_api")
+        # One HTTP session for every Slack call: without it slack_sdk opens (and closes) a connection per call.
+        self._http = self._new_session()
         self.client = self.web_client(settings.slack_bot_token)
         bolt_log = logging.getLogger("dispatch_bot.slack_bolt")
         if _BOLT_TOKEN_WARNING not in bolt_log.filters:
@@ -224,19 +229,28 @@ class SlackTransport:
         self.followups: set[asyncio.Task[None]] = set()
         self.commands: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent_commands)
-        self._http: aiohttp.ClientSession | None = None
         self._closed = False
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
         self.socket: AsyncSocketModeHandler | None = None  # Socket Mode: /healthz asks its connection
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
 
+    def _new_session(self) -> aiohttp.ClientSession:
+        """The shared session; its timeout is the one slack_sdk would give a session of its own."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+
     def web_client(self, token: str | None = None) -> AsyncWebClient:
-        """A Web API client with slack_sdk's retry handlers, this transport's timeout and a quiet logger."""
-        return AsyncWebClient(
+        """A Web API client on the shared session, with slack_sdk's retry handlers, this transport's timeout, a
+        quiet logger and its failures counted."""
+        return MeteredWebClient(
+            self.runtime.metrics,
             token=token,
             base_url=self.runtime.settings.slack_api_url,
-            timeout=self.timeout,  # type: ignore[arg-type]  # seconds; aiohttp takes a float
+            session=self._http,
+            timeout=self.timeout,  # seconds; aiohttp takes a float
             retry_handlers=slack_retry_handlers(self.retry_backoff),
             logger=self._web_log,
         )
@@ -480,28 +494,31 @@ class SlackTransport:
     async def _respond(
         self, url: str, text: str, blocks: list[dict[str, Any]], visibility: str, *, replace_original: bool
     ) -> None:
-        """POST to a response_url over one shared HTTP session (no new connection per reply), retried as the Web
+        """POST to a response_url over the shared HTTP session (no new connection per reply), retried as the Web
         API is."""
         if not url:
             raise SlackDeliveryError("no response URL")
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         webhook = AsyncWebhookClient(
             url,
             session=self._http,
             retry_handlers=slack_retry_handlers(self.retry_backoff),
             logger=self._web_log,
         )
-        response = await webhook.send(
-            text=text, blocks=blocks, response_type=visibility, replace_original=replace_original
-        )
+        try:
+            response = await webhook.send(
+                text=text, blocks=blocks, response_type=visibility, replace_original=replace_original
+            )
+        except Exception as exc:
+            self.runtime.metrics.slack_failed("response_url", exc)
+            raise
         if response.status_code != 200:
+            self.runtime.metrics.slack_failed("response_url", f"http_{response.status_code}")
             raise SlackDeliveryError(f"HTTP {response.status_code}")
 
     # --- servers -----------------------------------------------------------------------------------------
 
     def web_app(self, *, slack_events: bool = True) -> web.Application:
-        """POST /slack/events (signed requests only; HTTP mode), POST /livekit/webhook and GET /healthz."""
+        """POST /slack/events (signed requests only; HTTP mode), POST /livekit/webhook, GET /healthz and /metrics."""
 
         async def events(request: web.Request) -> web.Response:
             bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
@@ -519,8 +536,10 @@ class SlackTransport:
             guard = SlackRequestGuard(self.runtime.settings.slack_signing_secret)
             application.middlewares.append(guard.middleware)
             application.router.add_post("/slack/events", events)
-        application.router.add_post(WEBHOOK_PATH, webhook_handler(self.runtime.gateway, self.runtime.supervisor))
+        runtime = self.runtime
+        application.router.add_post(WEBHOOK_PATH, webhook_handler(runtime.gateway, runtime.supervisor, runtime.metrics))
         application.router.add_get("/healthz", healthz)
+        application.router.add_get("/metrics", runtime.metrics.handle)
         return application
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
@@ -570,8 +589,7 @@ class SlackTransport:
         await self.drain(followup_grace, timeout)
         # What a stop cut short gets its row and its requester a word, while the HTTP session is still open.
         await settle_unfinished(self.runtime.audit, self.respond_ephemeral, boot=self.runtime.intake.boot)
-        if self._http is not None:
-            await self._http.close()
+        await self._http.close()  # a call after this (none is expected) gets a session of its own from slack_sdk
 
     async def check_tokens(self, *, socket_mode: bool) -> None:
         """Ask Slack once at start whether the tokens work, so a wrong one stops the program with a sentence."""

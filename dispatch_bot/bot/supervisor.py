@@ -106,6 +106,10 @@ class Supervisor:
     async def close(self, room: str, dispatch_ids: Sequence[str], reason: str) -> None:
         await self.store.close(room, list(dispatch_ids), reason)
 
+    async def open_watch_count(self) -> int:
+        """How many watches are open now (the metrics' gauge)."""
+        return len(await self.store.open_watches())
+
     async def history(self, room: str) -> Mapping[str, WatchRecord]:
         return await self.store.history(room)
 
@@ -306,12 +310,12 @@ class Supervisor:
             if watch.keep:
                 lines.append(messages.keep_will_retry(watch.next_at - now, 1, self.policy.keep_retries))
             detail = f"agent {watch.identity} left: {why}; {view.people} people remain"
-            await self._tell(watch, "alert", "error", lines, detail, button=not watch.keep)
+            await self._tell(watch, "alert", "error", lines, detail, button=not watch.keep, kind="agent_left")
         elif effect == "keep_due":
             await self._keep_attempt(watch, now)
         elif effect == "keep_back":
             line = messages.keep_back(watch.agent, watch.room, watch.identity)
-            await self._tell(watch, "keep", "ok", [line], f"agent back as {watch.identity}")
+            await self._tell(watch, "keep", "ok", [line], f"agent back as {watch.identity}", kind="keep_back")
         elif effect == "keep_retry":
             attempt = watch.keep_attempt
             lines = [
@@ -320,7 +324,9 @@ class Supervisor:
                 ),
                 messages.keep_will_retry(watch.next_at - now, attempt + 1, self.policy.keep_retries),
             ]
-            await self._tell(watch, "keep", "error", lines, f"attempt {attempt} failed: no agent joined")
+            await self._tell(
+                watch, "keep", "error", lines, f"attempt {attempt} failed: no agent joined", kind="keep_retry"
+            )
         elif effect == "keep_gave_up":
             lines = [
                 messages.keep_attempt_failed(
@@ -328,7 +334,8 @@ class Supervisor:
                 ),
                 *messages.keep_gave_up(watch.agent, watch.room, self.policy.keep_retries),
             ]
-            await self._tell(watch, "keep", "error", lines, f"gave up after {watch.keep_attempt} attempts", button=True)
+            detail = f"gave up after {watch.keep_attempt} attempts"
+            await self._tell(watch, "keep", "error", lines, detail, button=True, kind="keep_gave_up")
         elif effect in ("joined", "quiet"):
             log.info("watch: %s in %s: %s", watch.agent, watch.room, watch.closed_reason or "in the room")
 
@@ -353,7 +360,9 @@ class Supervisor:
                     messages.keep_attempt_failed(watch.agent, attempt, retries, 0, exc.sentence),
                     *messages.keep_gave_up(watch.agent, watch.room, retries),
                 ]
-                await self._tell(closed, "keep", "error", lines, f"gave up: {exc.sentence}", button=True)
+                await self._tell(
+                    closed, "keep", "error", lines, f"gave up: {exc.sentence}", button=True, kind="keep_gave_up"
+                )
                 return
             later = replace(watch, keep_attempt=attempt, next_at=now + self.policy.backoff(attempt + 1))
             if not await self.store.save(watch, later):
@@ -362,7 +371,9 @@ class Supervisor:
                 messages.keep_attempt_failed(watch.agent, attempt, retries, 0, exc.sentence),
                 messages.keep_will_retry(later.next_at - now, attempt + 1, retries),
             ]
-            await self._tell(later, "keep", "error", lines, f"attempt {attempt} failed: {exc.sentence}")
+            await self._tell(
+                later, "keep", "error", lines, f"attempt {attempt} failed: {exc.sentence}", kind="keep_retry"
+            )
             self._schedule(later)
             return
         sent = replace(
@@ -381,13 +392,24 @@ class Supervisor:
             return
         line = messages.keep_attempt(watch.agent, watch.room, created.id, attempt, retries)
         detail = f"attempt {attempt} of {retries}: dispatched {created.id}, replacing {watch.dispatch_id}"
-        await self._tell(sent, "keep", "ok", [line], detail)
+        await self._tell(sent, "keep", "ok", [line], detail, kind="keep_attempt")
         self._schedule(sent)
 
     async def _tell(
-        self, watch: WatchRecord, action: str, outcome: Outcome, lines: list[Text], detail: str, *, button: bool = False
+        self,
+        watch: WatchRecord,
+        action: str,
+        outcome: Outcome,
+        lines: list[Text],
+        detail: str,
+        *,
+        kind: str,
+        button: bool = False,
     ) -> None:
-        """Audit, then post in the dispatch's thread (or the channel); a failure to post is logged, never raised."""
+        """Audit, then post in the dispatch's thread (or the channel); a failure to post is logged, never raised.
+
+        `kind` names the message for the metrics: agent_left, keep_attempt, keep_back, keep_retry, keep_gave_up."""
+        self.runtime.metrics.alerts.labels(kind=kind).inc()
         actor = WATCH_ACTOR
         if action == "keep":  # done by the bot on behalf of the person who asked for --keep
             name = watch.user_name or watch.user_id

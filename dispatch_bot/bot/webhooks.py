@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .livekit_gateway import LiveKitGateway, WebhookIgnored, WebhookRejected
+from .observability import Metrics
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -24,32 +25,37 @@ BODY_TIMEOUT = 10.0
 
 
 def webhook_handler(
-    gateway: LiveKitGateway, supervisor: Supervisor | None
+    gateway: LiveKitGateway, supervisor: Supervisor | None, metrics: Metrics | None = None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def refused(reason: str, status: int, text: str) -> web.Response:
+        if metrics is not None:
+            metrics.webhook_refused(reason)
+        return web.Response(status=status, text=text)
+
     async def receive(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
             log.warning(
                 "webhook refused: a body of %d bytes is over the %d-byte limit", request.content_length, MAX_BODY
             )
-            return web.Response(status=413, text="body too large")
+            return refused("too_large", 413, "body too large")
         try:
             async with asyncio.timeout(BODY_TIMEOUT):  # a body that trickles in holds nothing for long
                 raw = await request.content.read(MAX_BODY + 1)
         except TimeoutError:
             log.warning("webhook refused: its body did not arrive within %g s", BODY_TIMEOUT)
-            return web.Response(status=408, text="body too slow")
+            return refused("too_slow", 408, "body too slow")
         if len(raw) > MAX_BODY:
             log.warning("webhook refused: its body is over the %d-byte limit", MAX_BODY)
-            return web.Response(status=413, text="body too large")
+            return refused("too_large", 413, "body too large")
         try:
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             log.warning("webhook refused: its body is not UTF-8 text")
-            return web.Response(status=400, text="body is not UTF-8")
+            return refused("not_utf8", 400, "body is not UTF-8")
         authorization = request.headers.get("Authorization", "")
         if not authorization:
             log.warning("webhook refused: no Authorization header (is this LiveKit, with webhook.api_key set?)")
-            return web.Response(status=401, text="unauthorized")
+            return refused("no_authorization", 401, "unauthorized")
         try:
             event = gateway.webhook_event(body, authorization)
         except WebhookRejected as exc:
@@ -58,10 +64,12 @@ def webhook_handler(
                 "its body was changed; webhook.api_key in livekit.yaml must be the bot's key",
                 exc,
             )
-            return web.Response(status=401, text="unauthorized")
+            return refused("bad_signature", 401, "unauthorized")
         except WebhookIgnored as exc:
             log.warning("webhook ignored: %s", exc)
-            return web.Response(status=400, text="not a LiveKit event")
+            return refused("not_an_event", 400, "not a LiveKit event")
+        if metrics is not None:
+            metrics.webhook_received(event.event)
         if supervisor is None:
             log.debug("webhook %s for %s ignored: watch.enabled is false", event.event, event.room)
         else:

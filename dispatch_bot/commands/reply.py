@@ -14,8 +14,11 @@ from typing import Literal
 Visibility = Literal["ephemeral", "in_channel"]
 Outcome = Literal["ok", "noop", "denied", "invalid", "error", "interrupted"]
 
-# A * or _ at a word edge is our bold/italic markup; inside a word (load_threshold) it is text.
-_MARKUP = re.compile(r"(?<!\w)[*_]|[*_](?!\w)")
+# Our bold and italic markup is a pair, *like this* or _like this_, opening at a word's start and closing at a
+# word's end; a lone * (`agent-*.yaml`, `prod-*`) or an _ inside a word (load_threshold) is text, and so is
+# anything inside a `code span`.
+_MARKUP = re.compile(r"(?<![\w*_])([*_])(?=[^\s*_])(.+?)(?<=[^\s*_])\1(?![\w*_])")
+_CODE = re.compile(r"(`[^`]*`)")
 _EMOJI = re.compile(r"^:[a-z_]+: ")
 
 
@@ -44,9 +47,14 @@ class Text:
 
     def plain(self) -> str:
         """The text for a terminal or a log: our markup dropped, values as typed."""
-        return _MARKUP.sub("", _EMOJI.sub("", self.template)).format(
+        return _without_markup(_EMOJI.sub("", self.template)).format(
             **{k: v.name if isinstance(v, Mention) else v for k, v in self.values.items()}
         )
+
+
+def _without_markup(template: str) -> str:
+    parts = _CODE.split(template)  # odd parts are code spans, kept as they are
+    return "".join(part if i % 2 else _MARKUP.sub(r"\2", part) for i, part in enumerate(parts))
 
 
 def text(template: str, **values: str | Mention) -> Text:

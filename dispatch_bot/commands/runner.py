@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -50,14 +52,31 @@ def _invalid(ctx: CommandContext, sentence: str, command: Command | None) -> Rep
     return Reply("invalid", lines, action=command.name if command else "", detail=sentence)
 
 
-class CommandRunner:
-    """Runs commands for one deployment; every command, whatever its outcome, leaves one audit row."""
+def _log_value(value: object) -> str:
+    """A value for a key=value log line: as is when it is one plain word, else quoted; "-" when empty."""
+    text = str(value)
+    if not text:
+        return "-"
+    return text if _PLAIN_WORD.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
-    def __init__(self, audit: AuditSink) -> None:
+
+_PLAIN_WORD = re.compile(r"[^\s\"=\\]+")
+FinishedHook = Callable[[str, str], None]  # (action, outcome) of each command and follow-up that finished
+
+
+class CommandRunner:
+    """Runs commands for one deployment; every command, whatever its outcome, leaves one audit row.
+
+    Each row also makes one INFO line on this module's logger (request id, actor, action, agent, room, outcome,
+    duration; never the typed text, which the audit has), and a call to `on_finished` (the metrics)."""
+
+    def __init__(self, audit: AuditSink, on_finished: FinishedHook | None = None) -> None:
         self.audit = audit
+        self.on_finished = on_finished
 
     async def execute(self, ctx: CommandContext, raw_text: str) -> Reply:
         started = time.monotonic()
+        request_id = secrets.token_hex(4)  # also on the follow-up's line, to find the two together
         raw = raw_text.strip()
         tokens: list[str] = []
         try:
@@ -96,13 +115,15 @@ class CommandRunner:
             log.exception("command failed (reference %s)", ref)
             reply = Reply("error", [messages.internal_error(ref)], detail=f"internal error, reference {ref}")
         for done in reply.prior:
-            await self._record(ctx, raw, done, started)
-        await self._record(ctx, raw, reply, started, received_id=ctx.received_id)
+            await self._record(ctx, raw, done, started, request_id)
+        await self._record(ctx, raw, reply, started, request_id, received_id=ctx.received_id)
         if reply.followup is not None:
-            reply.followup = self._audited_followup(ctx, raw, reply)
+            reply.followup = self._audited_followup(ctx, raw, reply, request_id)
         return reply
 
-    def _audited_followup(self, ctx: CommandContext, raw: str, first: Reply) -> Callable[[], Awaitable[Reply]]:
+    def _audited_followup(
+        self, ctx: CommandContext, raw: str, first: Reply, request_id: str
+    ) -> Callable[[], Awaitable[Reply]]:
         followup = first.followup
         assert followup is not None
 
@@ -120,13 +141,13 @@ class CommandRunner:
                     followup=None,
                     detail=f"internal error, reference {ref}",
                 )
-            await self._record(ctx, raw, reply, started)
+            await self._record(ctx, raw, reply, started, request_id)
             return reply
 
         return run
 
     async def _record(
-        self, ctx: CommandContext, raw: str, reply: Reply, started: float, *, received_id: int = 0
+        self, ctx: CommandContext, raw: str, reply: Reply, started: float, request_id: str, *, received_id: int = 0
     ) -> None:
         entry = AuditRecord(
             actor=ctx.actor,
@@ -148,3 +169,19 @@ class CommandRunner:
             if reply.link is not None:  # a credential nobody could later trace is not handed out
                 reply.link = None
                 reply.lines.append(messages.link_withheld())
+        self._finished(ctx, entry, request_id)
+
+    def _finished(self, ctx: CommandContext, entry: AuditRecord, request_id: str) -> None:
+        fields = {
+            "request_id": request_id,
+            "actor": f"{ctx.actor.source}:{ctx.actor.user_id}",
+            "action": entry.action,
+            "agent": entry.agent,
+            "room": entry.room,
+            "outcome": entry.outcome,
+            "duration_ms": entry.duration_ms,
+        }
+        if log.isEnabledFor(logging.INFO):
+            log.info("command %s", " ".join(f"{k}={_log_value(v)}" for k, v in fields.items()), extra=fields)
+        if self.on_finished is not None:
+            self.on_finished(entry.action, entry.outcome)

@@ -2,6 +2,8 @@
 
 `await proxy.start()`, point LIVEKIT_URL at `proxy.url`, then `proxy.fail(503, times=1)` makes the next request
 answer an HTML 503 page (with `Retry-After` if given) instead of reaching LiveKit; everything else is forwarded.
+`await proxy.go_away()` closes its port and every connection (a client is refused), `await proxy.come_back()`
+listens on the same port again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class LiveKitProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.seen: list[tuple[str, int]] = []  # (path, status answered)
+        self.authorizations: list[tuple[str, str]] = []  # (path, Authorization header) of every request
         self._failures: list[_Failure] = []
         self._always: _Failure | None = None
         self._runner: web.AppRunner | None = None
@@ -50,22 +53,35 @@ class LiveKitProxy:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        await self._listen(0)
+        assert self._runner is not None
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
-    async def stop(self) -> None:
+    async def _listen(self, port: int) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+
+    async def go_away(self) -> None:
+        """Nothing listens on the port any more, and open connections are closed: LiveKit is away."""
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def come_back(self) -> None:
+        """Listen again on the same port, as a restarted server does."""
+        await self._listen(int(self.url.rsplit(":", 1)[1]))
+
+    async def stop(self) -> None:
+        await self.go_away()
         if self._session is not None:
             await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.authorizations.append((request.path, request.headers.get("Authorization", "")))
         failure = self._failures.pop(0) if self._failures else self._always
         if failure is not None:
             self.seen.append((request.path, failure.status))
