@@ -47,7 +47,8 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        parser.exit(message=f"dispatch-bot {_version()}\n")
+        sys.stdout.write(f"dispatch-bot {_version()}\n")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 DEMO_HELP = "against a seeded LiveKit stand-in in this process (no LIVEKIT_URL; a temporary audit database)"
