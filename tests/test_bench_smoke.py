@@ -19,12 +19,14 @@ TINY = {
     "end_to_end": ["--rates", "20", "--duration", "0.3", "--warmup", "3"],
     "audit_prune": ["--rows", "300", "--quiet", "0.1", "--batch", "40"],
     "audit_export": ["--rows", "300", "--rounds", "1"],
+    "start": ["--rounds", "1", "--warmup", "0"],
     "memory": ["--commands", "12", "--every", "6", "--warmup", "6", "--rooms", "2", "--rate", "50"],
 }
 
 
 def run_bench(name: str, tmp_path: Path) -> dict[str, Any]:
-    extra = ["--dir", str(tmp_path)] if name in ("audit_store", "link_mint", "audit_prune", "audit_export") else []
+    with_dir = ("audit_store", "link_mint", "audit_prune", "audit_export", "start")
+    extra = ["--dir", str(tmp_path)] if name in with_dir else []
     proc = subprocess.run(
         [sys.executable, "-m", f"bench.{name}", *TINY[name], *extra, "--json"],
         cwd=REPO,
@@ -56,6 +58,8 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     elif name == "audit_export":
         assert report["errors"] == []  # each product export was byte for byte the plain loop's
         assert set(report["ratio_product_speed_over_plain"]) == {"verify", "jsonl", "csv"}
+    elif name == "start":
+        assert set(report["ratios"]) >= {"--help / python -c pass", "serve / bare Bolt"}
     elif name == "audit_store":
         assert set(report["ratio_audited_over_baseline"]) == {
             "seq / plain",

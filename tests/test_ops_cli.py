@@ -78,3 +78,44 @@ async def test_an_export_piped_into_head_ends_quietly(make_settings: Callable[..
         assert len(out.decode().splitlines()) == 1
         assert errors.read_text() == "", fmt
         assert proc.returncode == 0, fmt
+
+
+async def test_help_answers_without_loading_livekit_bolt_or_aiohttp() -> None:
+    # What --help imports is what every `dispatch-bot` invocation pays before it can say anything.
+    script = (
+        "import sys\n"
+        "from dispatch_bot.bot.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(loaded & {'livekit', 'slack_bolt', 'slack_sdk', 'aiohttp', 'aiosqlite', 'asyncio', 'yaml'}),"
+        " file=sys.stderr)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI[:1], "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert "usage: dispatch-bot" in out.decode()
+    assert err.decode().strip() == "[]"
+
+
+async def test_a_console_command_that_needs_no_livekit_loads_neither_livekit_api_nor_protobuf(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    env = bot_env(make_settings(), tmp_path / "dispatch-bot.yaml")
+    script = (
+        "import sys\n"
+        "from dispatch_bot.bot.cli import main\n"
+        "code = main(['console', '-c', 'help'])\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(code, sorted(loaded & {'livekit', 'slack_bolt', 'google'}), file=sys.stderr)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI[:1], "-c", script, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert "dispatch" in out.decode()  # the help text was printed
+    assert err.decode().strip().splitlines()[-1] == "0 []"

@@ -510,9 +510,9 @@ async def test_a_database_of_the_previous_schema_is_migrated_and_its_chain_still
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM audit_meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM audit_meta WHERE key = 'schema_version'").fetchone() == ("4",)
         db.execute("UPDATE audit_meta SET value = '9' WHERE key = 'schema_version'")
-    with pytest.raises(AuditError, match="newer than this dispatch-bot's 3; upgrade dispatch-bot"):
+    with pytest.raises(AuditError, match="newer than this dispatch-bot's 4; upgrade dispatch-bot"):
         await AuditStore.open(path)
 
 

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hashlib
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TextIO, TypeVar, cast
 
 import aiosqlite
 
 from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow, WatchRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 GENESIS_HASH = "0" * 64
 MORE_CAP = 1_000  # "More than 1,000 rows match": counting further is a scan that costs more than the page
 PRUNE_BATCH_ROWS = 5_000  # the most rows one prune transaction removes
 # How long one prune transaction aims to hold the write lock; the batch size follows what the last one took.
-PRUNE_BATCH_SECONDS = 0.03
+PRUNE_BATCH_SECONDS = 0.01
 # What a prune row records: the row the prune removes up to, and its hash (the chain's anchor once it is done).
 _PRUNE_MARK = re.compile(r"anchor row (\d+) hash ([0-9a-f]{64})")
 
@@ -74,6 +76,8 @@ CREATE TRIGGER IF NOT EXISTS audit_tip AFTER INSERT ON audit BEGIN
     INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('tip_id', NEW.id), ('tip_hash', NEW.hash);
 END;
 """
+# `user:` with `outcome:`: a person's failures read from one index range, not from all of their rows (version 4).
+_USER_OUTCOME_INDEX = "CREATE INDEX IF NOT EXISTS audit_user_outcome ON audit (user_id, outcome, id)"
 # Each index and trigger on audit, one statement each: a rebuilt table needs them again.
 _AUDIT_EXTRAS = (
     "CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id)",
@@ -81,6 +85,7 @@ _AUDIT_EXTRAS = (
     "CREATE INDEX IF NOT EXISTS audit_user ON audit (user_id, id)",
     "CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id)",
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts)",
+    _USER_OUTCOME_INDEX,
     _EXTRAS[_EXTRAS.index("CREATE TRIGGER IF NOT EXISTS audit_agent_list") : _EXTRAS.index("-- The tip")].strip(),
     _EXTRAS[_EXTRAS.index("CREATE TRIGGER IF NOT EXISTS audit_tip") :].strip(),
 )
@@ -271,6 +276,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             response_url TEXT NOT NULL DEFAULT ''
         )""",
     ),
+    # Version 3 -> 4: an index for `user:` with `outcome:`.
+    3: (_USER_OUTCOME_INDEX,),
 }
 
 
@@ -306,8 +313,9 @@ def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, lis
     for column, value in (("room", query.room), ("agent", query.agent), ("user_id", query.user_id),
                           ("outcome", query.outcome)):  # fmt: skip
         if value:
-            # outcome has five values: with another filter, "+" keeps SQLite from walking its index instead.
-            narrower = column == "outcome" and any((query.room, query.agent, query.user_id))
+            # outcome has few values: with room: or agent:, "+" keeps SQLite from walking its index instead (with
+            # user: alone, the (user_id, outcome, id) index holds both).
+            narrower = column == "outcome" and any((query.room, query.agent))
             clauses.append(agent_clause if column == "agent" else f"{'+' if narrower else ''}{column} = ?")
             params.extend([value] * agent_clause.count("?") if column == "agent" else [value])
     if query.since is not None:
@@ -537,17 +545,16 @@ class AuditStore:
         page = " UNION ALL ".join(f"SELECT * FROM ({_SELECT}{w} ORDER BY id DESC LIMIT ?)" for w, _ in branches)
         count = " + ".join(f"(SELECT COUNT(*) FROM (SELECT 1 FROM audit{w} LIMIT ?))" for w, _ in branches)
         cap = query.limit + MORE_CAP + 1
+        # The page and its count in one statement, so one trip to SQLite's thread: the count is a subquery that
+        # does not depend on the row, which SQLite runs once. When fewer rows than the page match, it counts those.
+        sql = f"SELECT *, ({count}) FROM ({page} ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
+        params = [v for w, p in branches for v in [*p, cap]] + [v for w, p in branches for v in [*p, query.limit]]
         try:
-            page_params = [v for w, p in branches for v in [*p, query.limit]]
-            async with self._db.execute(f"{page} ORDER BY id DESC LIMIT ?", [*page_params, query.limit]) as cur:
-                rows = [AuditRow(*r) async for r in cur]
-            more = 0
-            if len(rows) == query.limit:
-                async with self._db.execute(f"SELECT {count}", [v for w, p in branches for v in [*p, cap]]) as cur:
-                    counted = await cur.fetchone()
-                more = max(0, int(counted[0]) - query.limit) if counted else 0
+            found = list(await self._db.execute_fetchall(sql, [*params, query.limit]))
         except sqlite3.Error as exc:
             raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        rows = [AuditRow(*r[:-1]) for r in found]
+        more = max(0, int(found[0][-1]) - query.limit) if len(rows) == query.limit else 0
         return AuditPage(rows, min(more, MORE_CAP), more > MORE_CAP)
 
     async def rows(self, query: AuditQuery | None = None, *, limit: int | None = None) -> AsyncIterator[AuditRow]:
@@ -584,6 +591,45 @@ class AuditStore:
         async with contextlib.aclosing(values) as chunks:
             async for chunk in chunks:
                 yield "\n".join([row[0] for row in chunk]) + "\n"
+
+    async def write_csv(self, out: TextIO, query: AuditQuery | None = None, *, limit: int | None = None) -> None:
+        """Write a header and the matching rows, newest first, to `out` as csv.writer writes them. A thread steps
+        the query on a connection of its own (one snapshot of the log) and writes each row as it comes, as a plain
+        sqlite3 loop does: no trip to the event loop between rows or chunks, and memory stays flat. Cancelled, it
+        interrupts the query and waits for the thread."""
+        where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
+        sql = f"{_SELECT}{where} ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            reader = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+
+        stopped = threading.Event()
+
+        def write() -> None:
+            rows = reader.execute(sql, params)  # running from here on, so that an interruption stops it
+            if stopped.is_set():  # cancelled before it ran
+                return
+            writer = csv.writer(out)
+            writer.writerow(COLUMNS)
+            writer.writerows(rows)
+
+        written = asyncio.ensure_future(asyncio.to_thread(write))
+        try:
+            await asyncio.shield(written)
+        except sqlite3.Error as exc:
+            raise AuditError(f"Reading the audit database {self.path} failed: {_describe(exc)}.") from None
+        finally:
+            if not written.done():  # cancelled: stop the query where it is, and let the thread end
+                stopped.set()
+                reader.interrupt()
+                await asyncio.wait([written])
+            if not written.cancelled():
+                written.exception()  # retrieved: the interruption is not reported as a lost failure
+            await asyncio.to_thread(reader.close)
 
     # --- integrity and retention ----------------------------------------------------------------------------
 
@@ -684,6 +730,28 @@ class AuditStore:
             f"anchor row {last_id} hash {last_hash}"
         )
         await self.record(AuditRecord(actor, "audit prune", "prune", "ok", detail=detail))
+        try:
+            # Each batch's pages are copied into the file by a connection of the prune's own, outside the write
+            # lock, while commands append; meanwhile no commit here copies them (the automatic checkpoint is off).
+            checkpointer = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
+            async with self._db.execute("PRAGMA wal_autocheckpoint") as cursor:
+                autocheckpoint = await cursor.fetchone()
+            await self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        except sqlite3.Error as exc:
+            raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+        try:
+            removed = await self._prune_batches(last_id, batch_rows, checkpointer, progress)
+        finally:
+            with contextlib.suppress(sqlite3.Error, ValueError):  # ValueError: the store was closed meanwhile
+                await self._db.execute(
+                    f"PRAGMA wal_autocheckpoint = {int(autocheckpoint[0]) if autocheckpoint else 1000}"
+                )
+            await asyncio.to_thread(checkpointer.close)
+        return PruneResult(removed, last_id)
+
+    async def _prune_batches(
+        self, last_id: int, batch_rows: int, checkpointer: sqlite3.Connection, progress: Callable[[int], None] | None
+    ) -> int:
         removed, done, size = 0, False, min(batch_rows, 100)
         smallest = min(batch_rows, 50)  # below this a batch is mostly its commit
         while not done:
@@ -712,20 +780,24 @@ class AuditStore:
                         if self._db.in_transaction:
                             await self._db.execute("ROLLBACK")
                         raise
-                    # Copy this batch's pages into the file now: left to the automatic checkpoint, a command's
-                    # commit would copy several batches' worth of scattered pages, and wait for that.
-                    await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
+            took = time.monotonic() - started
+            try:
+                # Copy this batch's pages into the file now, while commands go on appending to the log.
+                await asyncio.to_thread(checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
             done = end is None or int(end[0]) >= last_id
             if progress is not None:
                 progress(removed)
             if not done:
-                took = time.monotonic() - started
-                # Deleting touches index pages all over the file, so a row's cost varies: size by the clock.
-                size = max(smallest, min(batch_rows, 2 * size, int(size * PRUNE_BATCH_SECONDS / max(took, 1e-6))))
+                # Deleting touches index pages all over the file, so a row's cost varies: size by the clock, and
+                # grow slowly, since one batch that overshoots is a command that waits.
+                grown = max(size + 1, size * 3 // 2)
+                size = max(smallest, min(batch_rows, grown, int(size * PRUNE_BATCH_SECONDS / max(took, 1e-6))))
                 await asyncio.sleep(took)
-        return PruneResult(removed, last_id)
+        return removed
 
     # --- backup ---------------------------------------------------------------------------------------------
 

@@ -2,50 +2,53 @@
 
 from __future__ import annotations
 
+# Only what building the parser needs is imported here: `--help` answers without loading asyncio, aiohttp,
+# livekit or Bolt. Each command imports what it uses when it runs.
 import argparse
-import asyncio
-import contextlib
-import csv
-import gc
-import importlib.metadata
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
-
-from aiohttp import web
-
-from ..commands.audit import parse_filters
-from ..commands.grammar import GrammarError, parse_duration
-from ..commands.ports import Actor, AuditError, AuditRow
-from .audit_store import COLUMNS, AuditStore
-from .check import config_failed, run_checks
-from .config import ConfigError, Settings, load_settings
-from .console import ConsolePoster, cli_actor, console
-from .db_path import database_path_problem
-from .http_guard import app_runner
-from .intake import settle_unfinished
-from .log_redaction import configure_logging, configured_secrets
-from .runtime import Runtime
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
+    from pathlib import Path
+
+    from ..commands.ports import Actor, AuditQuery
     from ..demo.session import Demo
+    from .audit_store import AuditStore
+    from .config import Settings
+    from .runtime import Runtime
 
 log = logging.getLogger("dispatch_bot")
-RETENTION_ACTOR = Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
+
+
+def _retention_actor() -> Actor:
+    from ..commands.ports import Actor
+
+    return Actor(source="cli", user_id="dispatch-bot", user_name="retention (audit.retention_days)")
 
 
 def _version() -> str:
     """The installed package's version, as pip and the image know it."""
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("dispatch-bot")
     except importlib.metadata.PackageNotFoundError:
         return "(not installed as a package: run `pip install .`)"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the installed version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(f"dispatch-bot {_version()}\n")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 DEMO_HELP = "against a seeded LiveKit stand-in in this process (no LIVEKIT_URL; a temporary audit database)"
@@ -54,7 +57,7 @@ DEMO_HELP = "against a seeded LiveKit stand-in in this process (no LIVEKIT_URL; 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dispatch-bot", description="Slack chat-ops for LiveKit agents.")
     parser.add_argument("--config", metavar="PATH", help="YAML config file (or DISPATCH_BOT_CONFIG)")
-    parser.add_argument("--version", action="version", version=f"dispatch-bot {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the Slack bot (Socket Mode if SLACK_APP_TOKEN is set, else HTTP)")
@@ -100,8 +103,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import asyncio
+
+    from ..commands.ports import AuditError
     from .config import ConfigError, load_settings
-    from .log_redaction import configure_logging
+    from .log_redaction import configure_logging, configured_secrets
 
     # The demo console prints supervision's alerts itself: its log lines would only repeat them.
     quiet = args.command == "console" and args.demo
@@ -149,12 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_database_path(settings: Settings, *, write: bool = True) -> None:
+    from .config import ConfigError
+    from .db_path import database_path_problem
+
     problem = database_path_problem(settings.database, write=write)
     if problem is not None:
         raise ConfigError(problem)
 
 
 async def _console(settings: Settings, text: str | None, demo: Demo | None = None) -> int:
+    from .console import console
+    from .runtime import Runtime
+
     if demo is None:
         runtime = await Runtime.open(settings)
         try:
@@ -169,7 +181,12 @@ async def _console(settings: Settings, text: str | None, demo: Demo | None = Non
 
 async def _demo_console(settings: Settings, text: str | None, demo: Demo) -> int:
     """The console against the demo server, with supervision running and its alerts printed between prompts."""
+    import asyncio
+    from dataclasses import replace
+
     from ..demo.session import intro_lines
+    from .console import ConsolePoster, cli_actor, console
+    from .runtime import Runtime
 
     runtime = await Runtime.open(settings)
     stop = asyncio.Event()
@@ -193,7 +210,15 @@ async def _demo_console(settings: Settings, text: str | None, demo: Demo) -> int
 
 
 async def _serve(settings: Settings, *, http: bool, host: str, port: int, demo: Demo | None = None) -> int:
+    import asyncio
+    import gc
+    import signal
+
+    from aiohttp import web
+
     from .config import ConfigError
+    from .http_guard import app_runner
+    from .intake import settle_unfinished
     from .runtime import Runtime
     from .slack_app import SlackSetupError, SlackTransport, SocketWatch
 
@@ -266,11 +291,17 @@ async def _serve(settings: Settings, *, http: bool, host: str, port: int, demo: 
 
 async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
     """audit.retention_days: prune at start and every audit.prune_interval while serving."""
+    import asyncio
+    import contextlib
+    from datetime import UTC, datetime, timedelta
+
+    from ..commands.ports import AuditError
+
     settings = runtime.settings
     while not stop.is_set():
         cutoff = datetime.now(UTC) - timedelta(days=settings.retention_days or 0)
         try:
-            result = await runtime.audit.prune(cutoff, RETENTION_ACTOR)
+            result = await runtime.audit.prune(cutoff, _retention_actor())
             if result.removed:
                 log.info("retention: removed %d audit rows older than %s", result.removed, cutoff.date())
         except AuditError as exc:
@@ -280,7 +311,16 @@ async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
 
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+    from collections.abc import AsyncGenerator
+    from dataclasses import replace
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from typing import cast
+
+    from ..commands.audit import parse_filters
     from ..commands.grammar import GrammarError
+    from ..commands.ports import AuditRow
     from .audit_store import AuditStore
     from .config import ConfigError
 
@@ -329,12 +369,7 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
                 async for text in lines:
                     out.write(text)
         elif args.format == "csv":
-            writer = csv.writer(out)
-            writer.writerow(COLUMNS)
-            values = cast(AsyncGenerator[list[tuple[object, ...]], None], store.row_values(query, limit=limit))
-            async with contextlib.aclosing(values) as chunks:
-                async for chunk in chunks:
-                    writer.writerows(chunk)
+            await _write_csv(store, query, limit)
         stream = cast(AsyncGenerator[AuditRow, None], store.rows(query, limit=limit))
         async with contextlib.aclosing(stream) as rows:
             if args.format == "table":
@@ -353,8 +388,31 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _write_csv(store: AuditStore, query: AuditQuery, limit: int | None) -> None:
+    """The CSV export on a text layer of its own over stdout's bytes, opened with newline="" as the csv module
+    asks: it writes a quarter faster than sys.stdout does, with the same encoding and the same bytes."""
+    import contextlib
+    import io
+
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # stdout replaced by a text-only stream
+        await store.write_csv(sys.stdout, query, limit=limit)
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(buffer, encoding=sys.stdout.encoding, errors=sys.stdout.errors, newline="")
+    try:
+        await store.write_csv(out, query, limit=limit)
+        out.flush()
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # a reader gone away: main() says nothing of it
+            out.detach()  # stdout's bytes stay open for the interpreter's own exit
+
+
 async def _backup(settings: Settings, target: Path) -> int:
     """SQLite's online backup into a new file beside the target, checked, then renamed into place."""
+    from .audit_store import AuditStore
+    from .config import ConfigError
+
     if target.exists():
         raise ConfigError(f"{target} already exists: give a new file name (a backup never overwrites a file).")
     if not target.parent.is_dir():
@@ -398,8 +456,12 @@ async def _verify(settings: Settings) -> int:
 
 
 async def _prune(settings: Settings, older_than: str | None) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from ..commands.grammar import GrammarError, parse_duration
     from .audit_store import AuditStore
     from .config import ConfigError
+    from .console import cli_actor
 
     if older_than is None and settings.retention_days is None:
         raise ConfigError("audit prune needs --older-than DURATION (like 90d), or audit.retention_days in the config.")
@@ -423,6 +485,12 @@ async def _prune(settings: Settings, older_than: str | None) -> int:
 
 
 def _check(config_path: str | None) -> int:
+    import asyncio
+
+    from .check import config_failed, run_checks
+    from .config import ConfigError, load_settings
+    from .log_redaction import configure_logging, configured_secrets
+
     try:
         settings = load_settings(config_path)
     except ConfigError as exc:

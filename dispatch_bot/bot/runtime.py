@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any, cast
 
 from ..commands.context import CommandContext, KeyedLocks, PersonLimiter
 from ..commands.ports import Actor, PeopleDirectory
@@ -12,11 +13,59 @@ from .agent_catalog import AgentCatalog
 from .audit_store import AuditStore, WatchStore
 from .config import Settings
 from .intake import Intake
-from .livekit_gateway import LiveKitGateway
 from .observability import Metrics
 from .supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from .livekit_gateway import LiveKitGateway
+
 log = logging.getLogger(__name__)
+
+
+class _GatewayOnFirstUse:
+    """The LiveKit gateway, made the first time something calls it: livekit-api, protobuf and aiohttp are imported
+    then, so a command that never calls LiveKit (`console -c help`) never loads them. Attributes set before that
+    (the metrics, the demo's URL) are kept and given to it when it is made."""
+
+    def __init__(self, settings: Settings) -> None:
+        object.__setattr__(self, "_settings", settings)
+        object.__setattr__(self, "_gateway", None)
+        object.__setattr__(self, "_pending", {})
+
+    def _made(self) -> LiveKitGateway:
+        gateway: LiveKitGateway | None = object.__getattribute__(self, "_gateway")
+        if gateway is None:
+            from .livekit_gateway import LiveKitGateway
+
+            settings: Settings = object.__getattribute__(self, "_settings")
+            gateway = LiveKitGateway(
+                settings.livekit_url,
+                settings.livekit_api_key,
+                settings.livekit_api_secret,
+                timeout=settings.request_timeout,
+            )
+            for name, value in object.__getattribute__(self, "_pending").items():
+                setattr(gateway, name, value)
+            object.__setattr__(self, "_gateway", gateway)
+        return gateway
+
+    def __getattr__(self, name: str) -> Any:
+        pending: dict[str, Any] = object.__getattribute__(self, "_pending")
+        if object.__getattribute__(self, "_gateway") is None and name in pending:
+            return pending[name]
+        return getattr(self._made(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        gateway = object.__getattribute__(self, "_gateway")
+        if gateway is None:
+            object.__getattribute__(self, "_pending")[name] = value
+        else:
+            setattr(gateway, name, value)
+
+    async def aclose(self) -> None:
+        gateway = object.__getattribute__(self, "_gateway")
+        if gateway is not None:
+            await gateway.aclose()
 
 
 class Runtime:
@@ -55,13 +104,7 @@ class Runtime:
             else:  # the bot still runs; every reply that could not check an agent says so
                 log.warning("%s", "; ".join(snapshot.problems))
         audit = await AuditStore.open(settings.database, busy_timeout=settings.busy_timeout)
-        gateway = LiveKitGateway(
-            settings.livekit_url,
-            settings.livekit_api_key,
-            settings.livekit_api_secret,
-            timeout=settings.request_timeout,
-        )
-        return cls(settings, gateway, audit, catalog)
+        return cls(settings, cast("LiveKitGateway", _GatewayOnFirstUse(settings)), audit, catalog)
 
     async def close(self) -> None:
         await self.gateway.aclose()
