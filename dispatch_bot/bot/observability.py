@@ -11,14 +11,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+if TYPE_CHECKING:  # the console and the CLI's quick commands load no HTTP stack for the metrics
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +136,16 @@ class Metrics:
 
     async def handle(self, _: web.Request) -> web.Response:
         """`GET /metrics`."""
+        from aiohttp import web
+
         return web.Response(body=await self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def slack_error_label(exc: BaseException) -> str:
     """A failed Slack call as a label: Slack's error code, `http_<status>`, `timeout`, `connection` or a type."""
+    import aiohttp
+    from slack_sdk.errors import SlackApiError
+
     if isinstance(exc, SlackApiError):
         data = getattr(exc.response, "data", None)
         if isinstance(data, dict) and data.get("error"):
@@ -153,18 +156,3 @@ def slack_error_label(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientError):
         return "connection"
     return type(exc).__name__.lower()
-
-
-class MeteredWebClient(AsyncWebClient):
-    """slack_sdk's Web API client that counts every call which ends in an error (after slack_sdk's retries)."""
-
-    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.metrics = metrics
-
-    async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
-        try:
-            return await super().api_call(api_method, **kwargs)
-        except Exception as exc:
-            self.metrics.slack_failed(api_method, exc)
-            raise

@@ -31,6 +31,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ..commands.grammar import shorten
@@ -40,7 +41,7 @@ from .app_home import HOME_DISPATCH, MODAL, Submission, dispatch_modal, gather_f
 from .http_guard import SlackRequestGuard
 from .intake import settle_unfinished
 from .log_redaction import typed_text_masker
-from .observability import MeteredWebClient
+from .observability import Metrics
 from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
@@ -705,3 +706,18 @@ def not_updated_note(why: str) -> Text:
 def _with_note(reply: Reply, note: Text) -> Reply:
     """The reply with one more line saying how it arrived (rendered within Slack's limits like the rest)."""
     return dataclasses.replace(reply, lines=[*reply.lines, note])
+
+
+class MeteredWebClient(AsyncWebClient):
+    """slack_sdk's Web API client that counts every call which ends in an error (after slack_sdk's retries)."""
+
+    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metrics = metrics
+
+    async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
+        try:
+            return await super().api_call(api_method, **kwargs)
+        except Exception as exc:
+            self.metrics.slack_failed(api_method, exc)
+            raise
