@@ -373,11 +373,19 @@ class SlackTransport:
             task.add_done_callback(self.commands.discard)
         # The ack is already out. A bounded number of commands work at once, so that under a burst the acks of
         # the next requests are not starved of the event loop by the work of the previous ones.
+        step = self.runtime.metrics.step_done
+        queued = time.monotonic()
         async with self._slots:
+            started = time.monotonic()
+            step("queue", started - queued)
             if self.groups is not None:  # the policy decides synchronously: its user groups are read first
                 await self.groups.refresh()
+                step("groups", time.monotonic() - started)
             reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people, received_id), text)
+            ran = time.monotonic()
             where = await self._deliver(reply, actor, text, response_url)
+            delivered = time.monotonic()
+            step("deliver", delivered - ran)
             supervisor = self.runtime.supervisor
             if (
                 supervisor is not None
@@ -388,6 +396,7 @@ class SlackTransport:
             ):
                 # Alerts about this dispatch's agent go in the thread of the message that announced it.
                 await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
+                step("thread", time.monotonic() - delivered)
         if reply.followup is not None:
             task = asyncio.create_task(self._follow_up(reply, actor, text, response_url, where))
             self.followups.add(task)

@@ -100,7 +100,9 @@ class Supervisor:
     # --- WatchRegistry and RoomSignals (what the commands use) ---------------------------------------------
 
     async def watch(self, record: WatchRecord) -> None:
+        started = time.monotonic()
         stored = await self.store.add(record)
+        self.runtime.metrics.step_done("watch", time.monotonic() - started)
         self._schedule(stored)
 
     async def close(self, room: str, dispatch_ids: Sequence[str], reason: str) -> None:
