@@ -386,17 +386,13 @@ class SlackTransport:
             where = await self._deliver(reply, actor, text, response_url)
             delivered = time.monotonic()
             step("deliver", delivered - ran)
-            supervisor = self.runtime.supervisor
-            if (
-                supervisor is not None
-                and where is not None
-                and where.ts
-                and reply.dispatch_id
-                and reply.outcome == "ok"
-            ):
-                # Alerts about this dispatch's agent go in the thread of the message that announced it.
-                await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
-                step("thread", time.monotonic() - delivered)
+        # Outside the slot: the reply is out, and an alert that comes before this is noted posts without a thread
+        # (as it would if Slack had not given the message's ts), so the next command need not wait for it.
+        supervisor = self.runtime.supervisor
+        if supervisor is not None and where is not None and where.ts and reply.dispatch_id and reply.outcome == "ok":
+            # Alerts about this dispatch's agent go in the thread of the message that announced it.
+            await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
+            step("thread", time.monotonic() - delivered)
         if reply.followup is not None:
             task = asyncio.create_task(self._follow_up(reply, actor, text, response_url, where))
             self.followups.add(task)

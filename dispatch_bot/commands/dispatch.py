@@ -152,11 +152,20 @@ class Existing:
 
 async def look_before_dispatch(ctx: CommandContext, agent: str, room: str, *, force: bool = False) -> Existing:
     """The agents of that name in the (running) room and its dispatches: there, on their way, or stale."""
-    participants = await ctx.backend.list_participants(room)
-    present = agents_named(participants, agent)
     if force:
-        return Existing(present, [], [])
-    existing = [d for d in await ctx.backend.list_dispatches(room) if d.agent_name == agent]
+        return Existing(agents_named(await ctx.backend.list_participants(room), agent), [], [])
+    # Both questions at once (one round trip, not two); a failure is the participants' first, as when asked in turn.
+    dispatches = asyncio.ensure_future(ctx.backend.list_dispatches(room))
+    try:
+        participants = await ctx.backend.list_participants(room)
+        listed = await dispatches
+    finally:
+        if not dispatches.done():
+            dispatches.cancel()
+        elif not dispatches.cancelled():
+            dispatches.exception()  # retrieved: a second failure is not logged as never retrieved
+    present = agents_named(participants, agent)
+    existing = [d for d in listed if d.agent_name == agent]
     if not existing:
         return Existing(present, [], [])
     history = await ctx.watches.history(room) if ctx.watches is not None else {}
