@@ -431,6 +431,8 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         try:
             with bot_process(standins, tmp, args) as (process, url):
                 await wait_healthy(url, process)
+                if args.webhooks:  # as OpenVidu's livekit.yaml would be configured: webhook.urls
+                    standins.add_webhook_url(url + "/livekit/webhook")
                 bench = Bench(standins, bare, url, process.pid)
                 for target in ("bare", "bot"):
                     progress(f"warm-up: {args.warmup} commands to {target}")
@@ -463,6 +465,7 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
             "concurrency": args.concurrency,
             "followup_interval": args.followup_interval,
             "warmup": args.warmup,
+            "webhooks": args.webhooks,
         },
         "environment": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "rounds": [asdict(r) for r in results],
@@ -477,7 +480,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"end to end: /dispatch captions <fresh room>, open loop, {cfg['duration_s']:g} s per rate, "
         f"{cfg['rounds']} rounds, at most {cfg['concurrency']} commands at once, follow-up every "
-        f"{cfg['followup_interval']}; {report['environment']['cpus']} CPUs",
+        f"{cfg['followup_interval']}{', webhooks on' if cfg.get('webhooks') else ''}; "
+        f"{report['environment']['cpus']} CPUs",
         "",
         f"{'target':<6}{'rate':>6}{'rnd':>4}{'ack p50':>9}{'ack p99':>9}{'reply p50':>11}{'reply p99':>11}"
         f"{'f-up p50':>10}{'f-up p99':>10}{'done/s':>8}{'cpu ms':>8}{'stand-in':>9}{'err':>5}",
@@ -534,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="commands at once (slack.max_concurrent_commands)")
     parser.add_argument("--followup-interval", default="20ms", help="the bot's livekit.followup_interval")
     parser.add_argument("--warmup", type=int, default=50, help="uncounted commands per target before measuring")
+    parser.add_argument(
+        "--webhooks", action="store_true", help="the LiveKit stand-in sends its signed webhooks to the bot"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:

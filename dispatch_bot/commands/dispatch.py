@@ -29,6 +29,8 @@ DETAILS = (
 )
 FLAGS = {"--metadata": True, "--force": False, "--keep": False, "--dry-run": False}
 
+# While LiveKit's webhooks arrive, a follow-up looks this many times less often: an agent's joining wakes it.
+EVENT_DRIVEN_SLOWDOWN = 5
 # LiveKit's default empty_timeout, used when the new room's own value cannot be read.
 DEFAULT_EMPTY_TIMEOUT = 300
 
@@ -306,7 +308,10 @@ def _followup(
                     )
                 if time.monotonic() >= deadline:
                     return await _not_joined(ctx, agent, created, timeout, result)
-                remaining = max(0.0, min(ctx.settings.followup_interval, deadline - time.monotonic()))
+                interval = ctx.settings.followup_interval
+                if ctx.signals is not None and ctx.signals.events_flowing():
+                    interval *= EVENT_DRIVEN_SLOWDOWN  # the agent's participant_joined wakes it; the look is a backstop
+                remaining = max(0.0, min(interval, deadline - time.monotonic()))
                 if ctx.signals is not None:
                     await ctx.signals.wait_change(room, remaining)
                 else:
