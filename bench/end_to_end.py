@@ -50,7 +50,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -271,6 +271,44 @@ async def drive_bot(url: str, rate: float, commands: list[tuple[str, str]], stan
     return {"due": due, "acks": acks, "failures": failures[:5], "failed": len(failures)}
 
 
+async def scrape(url: str) -> dict[tuple[str, str], float]:
+    """The bot's step and LiveKit histograms' sums and counts: {(series, label): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("dispatch_bot_command_step_seconds", "dispatch_bot_livekit_call_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                label = sample.labels.get("step") or sample.labels.get("method") or ""
+                out[(sample.name, label)] = sample.value
+    return out
+
+
+def breakdown(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], commands: int
+) -> dict[str, dict[str, float]]:
+    """Mean ms per occurrence of each step and LiveKit method over a round, and LiveKit calls per command."""
+    result: dict[str, dict[str, float]] = {"steps_ms": {}, "livekit_ms": {}, "livekit_calls": {}}
+    for (name, label), total in after.items():
+        if not name.endswith("_count"):
+            continue
+        count = total - before.get((name, label), 0.0)
+        if count <= 0:
+            continue
+        base = name.removesuffix("_count")
+        seconds = after[(base + "_sum", label)] - before.get((base + "_sum", label), 0.0)
+        if base.endswith("command_step_seconds"):
+            result["steps_ms"][label] = seconds * 1000 / count
+        else:
+            result["livekit_ms"][label] = seconds * 1000 / count
+            result["livekit_calls"][label] = count / commands
+    return result
+
+
 async def settle(standins: StandIns, expected: int) -> None:
     """Wait until the Slack stand-in has recorded `expected` messages (polled: it lives in another process)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -300,6 +338,11 @@ class RoundResult:
     standins_cpu_ms_per_command: float
     errors: int
     first_error: str
+    # The bot's own account from GET /metrics over the round: mean ms per occurrence of each step of a command
+    # (queue, command, watch, audit, deliver, thread) and of each LiveKit method, and LiveKit calls per command.
+    steps_ms: dict[str, float] = field(default_factory=dict)
+    livekit_ms: dict[str, float] = field(default_factory=dict)
+    livekit_calls: dict[str, float] = field(default_factory=dict)
 
 
 def pct(values: list[float], p: int) -> float:
@@ -335,6 +378,9 @@ def summarize(
         standins_cpu_ms_per_command=extra["standins_cpu"] * 1000 / len(due),
         errors=extra["failed"] + len(due) - len(replies),
         first_error=(extra["failures"] or [""])[0],
+        steps_ms=extra.get("steps_ms", {}),
+        livekit_ms=extra.get("livekit_ms", {}),
+        livekit_calls=extra.get("livekit_calls", {}),
     )
 
 
@@ -360,11 +406,13 @@ class Bench:
         channels = [c for c, _ in commands]
         standins_cpu = self.standins.cpu()
         if target == "bot":
+            scraped = await scrape(self.bot_url)
             cpu = process_cpu(self.bot_pid)
             sent = await drive_bot(self.bot_url, rate, commands, self.standins)
             await settle(self.standins, 2 * count)  # a message and its follow-up's update each
             await asyncio.to_thread(time.sleep, 0.2)  # the follow-up's audit row and logging after its update
             sent["cpu"] = process_cpu(self.bot_pid) - cpu
+            sent.update(breakdown(scraped, await scrape(self.bot_url), count))
         else:
             sent = await self.bare.run(rate, commands)
             await settle(self.standins, count)
@@ -384,6 +432,8 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         try:
             with bot_process(standins, tmp, args) as (process, url):
                 await wait_healthy(url, process)
+                if args.webhooks:  # as OpenVidu's livekit.yaml would be configured: webhook.urls
+                    standins.add_webhook_url(url + "/livekit/webhook")
                 bench = Bench(standins, bare, url, process.pid)
                 for target in ("bare", "bot"):
                     progress(f"warm-up: {args.warmup} commands to {target}")
@@ -400,7 +450,11 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     def median(target: str, rate: float, key: str) -> float:
         return statistics.median(float(getattr(r, key)) for r in results if r.target == target and r.rate == rate)
 
-    keys = [k for k in RoundResult.__dataclass_fields__ if k.endswith(("_ms", "_per_s", "_command"))]
+    keys = [
+        k
+        for k, f in RoundResult.__dataclass_fields__.items()
+        if k.endswith(("_ms", "_per_s", "_command")) and f.type == "float"
+    ]
     summary = {f"{rate:g}": {t: {k: median(t, rate, k) for k in keys} for t in ("bare", "bot")} for rate in args.rates}
     for cell in summary.values():
         cell["ratio_completed"] = {"bot/bare": cell["bot"]["completed_per_s"] / cell["bare"]["completed_per_s"]}
@@ -412,6 +466,7 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
             "concurrency": args.concurrency,
             "followup_interval": args.followup_interval,
             "warmup": args.warmup,
+            "webhooks": args.webhooks,
         },
         "environment": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "rounds": [asdict(r) for r in results],
@@ -426,7 +481,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"end to end: /dispatch captions <fresh room>, open loop, {cfg['duration_s']:g} s per rate, "
         f"{cfg['rounds']} rounds, at most {cfg['concurrency']} commands at once, follow-up every "
-        f"{cfg['followup_interval']}; {report['environment']['cpus']} CPUs",
+        f"{cfg['followup_interval']}{', webhooks on' if cfg.get('webhooks') else ''}; "
+        f"{report['environment']['cpus']} CPUs",
         "",
         f"{'target':<6}{'rate':>6}{'rnd':>4}{'ack p50':>9}{'ack p99':>9}{'reply p50':>11}{'reply p99':>11}"
         f"{'f-up p50':>10}{'f-up p99':>10}{'done/s':>8}{'cpu ms':>8}{'stand-in':>9}{'err':>5}",
@@ -442,6 +498,17 @@ def table(report: dict[str, Any]) -> str:
             f"{fmt(r['followup_p99_ms'], 10)}{fmt(r['completed_per_s'], 8)}{fmt(r['cpu_ms_per_command'], 8, 2)}"
             f"{fmt(r['standins_cpu_ms_per_command'], 9, 2)}{r['errors']:>5}"
         )
+    lines += [
+        "",
+        "where the bot's commands spent their time (mean ms per occurrence; LiveKit: ms per call x calls per "
+        "command, follow-ups' calls included):",
+    ]
+    for r in report["rounds"]:
+        if r["target"] != "bot" or not r["steps_ms"]:
+            continue
+        steps = " ".join(f"{k} {v:.1f}" for k, v in r["steps_ms"].items())
+        calls = " ".join(f"{k} {r['livekit_ms'][k]:.1f}x{v:.1f}" for k, v in r["livekit_calls"].items())
+        lines.append(f"  {r['rate']:g}/s round {r['round']}: {steps}; LiveKit {calls}")
     lines += ["", "medians of rounds, per offered rate:"]
     for rate, cell in report["median_of_rounds"].items():
         bot, bare = cell["bot"], cell["bare"]
@@ -472,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="commands at once (slack.max_concurrent_commands)")
     parser.add_argument("--followup-interval", default="20ms", help="the bot's livekit.followup_interval")
     parser.add_argument("--warmup", type=int, default=50, help="uncounted commands per target before measuring")
+    parser.add_argument(
+        "--webhooks", action="store_true", help="the LiveKit stand-in sends its signed webhooks to the bot"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:

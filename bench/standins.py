@@ -71,6 +71,8 @@ async def _serve(conn: Connection, job_delay: float) -> None:
             answer: Any = None
             if op == "register_worker":
                 livekit.register_worker(args)
+            elif op == "add_webhook_url":  # webhook.urls in OpenVidu's livekit.yaml
+                livekit.add_webhook_url(args)
             elif op == "add_rooms":
                 for name, agents in args:
                     livekit.add_room(name, agents=agents)
@@ -137,6 +139,10 @@ class StandIns:
 
     def register_worker(self, agent: str) -> None:
         self.call("register_worker", agent)
+
+    def add_webhook_url(self, url: str) -> None:
+        """Send LiveKit's signed webhooks (rooms, participants) to `url` from now on."""
+        self.call("add_webhook_url", url)
 
     def add_rooms(self, names: list[str], agents: list[str] | None = None) -> None:
         self.call("add_rooms", [(name, agents) for name in names])

@@ -67,3 +67,18 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
             "conc / plain",
             "conc / schema",
         }
+
+
+def test_end_to_end_with_webhooks_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.end_to_end", *TINY["end_to_end"], "--webhooks", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["config"]["webhooks"] is True
+    assert {(r["target"], r["errors"]) for r in report["rounds"]} == {("bare", 0), ("bot", 0)}
+    assert all(r["steps_ms"]["command"] > 0 for r in report["rounds"] if r["target"] == "bot")

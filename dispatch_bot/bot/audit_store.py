@@ -11,7 +11,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
@@ -100,7 +100,9 @@ HASHED_COLUMNS = (
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 _WRITE_ATTEMPTS = 20
 T = TypeVar("T")
-_Write = tuple[Callable[[], Awaitable[Any]], "asyncio.Future[Any]"]
+# A write's statements, run in SQLite's thread on its connection, inside the group's transaction.
+Work = Callable[[sqlite3.Connection], T]
+_Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 _TIP = """
@@ -385,12 +387,14 @@ class AuditStore:
 
     # --- group commit: every write of this connection, durable when it returns ------------------------------
 
-    async def write(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def write(self, work: Work[T]) -> T:
         """Run `work`'s statements in the next group transaction; returns (or raises) once it is committed.
 
         The writes that arrive while one group commits share the next one, so a burst pays one disk sync for all,
-        and each still returns only when its own statements are on disk. `work` may run twice: when another write
-        fails its group, each of the group's writes is run again alone, so that only the failing one fails.
+        and each still returns only when its own statements are on disk. A group is one trip to SQLite's thread
+        (BEGIN, every write's statements, COMMIT), not one per statement: `work` is plain code over the connection.
+        `work` may run twice: when another write fails its group, each of the group's writes is run again alone, so
+        that only the failing one fails.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((work, future))
@@ -417,17 +421,10 @@ class AuditStore:
 
     async def _commit(self, group: list[_Write], *, alone: bool) -> bool:
         """One transaction for the group; False when it failed and was rolled back (unless `alone`: its error)."""
-        results: list[Any] = []
         try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for work, _ in group:
-                    results.append(await work())
-                await self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                raise
+            # aiosqlite has no public call for "run this function in the connection's thread"; _execute is it.
+            works = [work for work, _ in group]
+            results: list[Any] = await self._db._execute(_transaction, self._db._conn, works)  # type: ignore[no-untyped-call]
         except Exception as exc:  # sqlite3.Error, OSError, AuditError, ValueError (closed connection)
             self._tip = None  # rows this group appended are gone
             if not alone:
@@ -460,16 +457,16 @@ class AuditStore:
             "duration_ms": entry.duration_ms,
         }  # fmt: skip
         try:
-            return await self.write(lambda: self._append(content, entry.received_id))
+            return await self.write(lambda db: self._append(db, content, entry.received_id))
         except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
             raise self._write_failed(exc) from None
 
-    async def _append(self, content: dict[str, Any], received_id: int) -> int:
+    def _append(self, db: sqlite3.Connection, content: dict[str, Any], received_id: int) -> int:
         """Inside a group transaction: the row on the chain's tip, and the end of its received-command record (the
         two commit together: a crash leaves one or the other)."""
         for _ in range(_WRITE_ATTEMPTS):
             if self._tip is None:
-                [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
+                [(tip_id, tip_ts, tip_hash)] = db.execute(_TIP, (GENESIS_HASH,)).fetchall()
                 self._tip = (int(tip_id), str(tip_ts), str(tip_hash))
             tip_id, tip_ts, tip_hash = self._tip
             content["id"] = tip_id + 1
@@ -477,12 +474,12 @@ class AuditStore:
             content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
             content["prev_hash"] = tip_hash
             content["hash"] = row_hash(tip_hash, content)
-            inserted = await self._db.execute_fetchall(_APPEND, [*(content[c] for c in COLUMNS), tip_id])
+            inserted = db.execute(_APPEND, [*(content[c] for c in COLUMNS), tip_id]).fetchall()
             if not inserted:  # the tip moved before this transaction (another process appended, or pruned)
                 self._tip = None
                 continue
             if received_id:
-                await self._db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,))
+                db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,))
             self._tip = (int(content["id"]), content["ts"], content["hash"])
             return int(content["id"])
         raise self._write_failed(RuntimeError("other writers kept moving its tip"))
@@ -492,20 +489,21 @@ class AuditStore:
     async def receive(self, rows: list[ReceivedCommand]) -> list[int]:
         """Record commands as received, in one transaction (one disk sync for a whole group); their ids."""
         try:
-            return await self.write(lambda: self._receive(rows))
+            return await self.write(lambda db: self._receive(db, rows))
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise self._write_failed(exc) from None
 
-    async def _receive(self, rows: list[ReceivedCommand]) -> list[int]:
+    @staticmethod
+    def _receive(db: sqlite3.Connection, rows: list[ReceivedCommand]) -> list[int]:
         ids = []
         for row in rows:
-            found = await self._db.execute_fetchall(
+            found = db.execute(
                 "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
                 "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (row.received, row.boot, row.actor.source, row.actor.team_id, row.actor.channel_id,
                  row.actor.channel_name, row.actor.user_id, row.actor.user_name, row.text, row.response_url),
-            )  # fmt: skip
-            ids.append(int(next(iter(found))[0]))
+            ).fetchall()  # fmt: skip
+            ids.append(int(found[0][0]))
         return ids
 
     async def unfinished(self, boot: str | None = None) -> list[ReceivedCommand]:
@@ -785,7 +783,8 @@ class AuditStore:
             took = time.monotonic() - started
             try:
                 # Copy this batch's pages into the file now, while commands go on appending to the log.
-                await asyncio.to_thread(checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                # Read to its end: a checkpoint statement left half-stepped keeps its connection busy.
+                await asyncio.to_thread(lambda: checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
             except sqlite3.Error as exc:
                 raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
             done = end is None or int(end[0]) >= last_id
@@ -835,6 +834,19 @@ _WATCH_SELECT = f"SELECT {', '.join(_WATCH_COLUMNS)} FROM watches"
 WEBHOOK_IDS_KEPT = 10_000  # handled webhook ids remembered (the server retries for well under a minute)
 
 
+def _transaction(db: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    """In SQLite's thread: one transaction for a group's writes; rolled back (and the error raised) when one fails."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        results = [work(db) for work in works]
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return results
+
+
 def _watch(row: Any) -> WatchRecord:
     values = dict(zip(_WATCH_COLUMNS, row, strict=True))
     values["keep"] = bool(values["keep"])
@@ -849,7 +861,7 @@ class WatchStore:
         self._db = store._db
         self._inserted = 0
 
-    async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def _write(self, work: Work[T]) -> T:
         """`work` in the store's next group transaction (never inside another coroutine's), committed."""
         try:
             return await self._store.write(work)
@@ -862,23 +874,23 @@ class WatchStore:
     async def add(self, record: WatchRecord) -> WatchRecord:
         """Watch a dispatch; an open watch of the same dispatch is updated instead (keep is only ever turned on)."""
 
-        async def work() -> WatchRecord:
-            updated = await self._db.execute_fetchall(
+        def work(db: sqlite3.Connection) -> WatchRecord:
+            updated = db.execute(
                 "UPDATE watches SET keep = MAX(keep, ?), "
                 "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
                 "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
                 f"RETURNING {', '.join(_WATCH_COLUMNS)}",
                 (int(record.keep), record.channel_id, record.room, record.dispatch_id),
-            )
+            ).fetchall()
             if updated:
-                return _watch(next(iter(updated)))
+                return _watch(updated[0])
             columns = [c for c in _WATCH_COLUMNS if c != "id"]
             values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
-            rows = await self._db.execute_fetchall(
+            rows = db.execute(
                 f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
                 values,
-            )
-            return replace(record, id=int(next(iter(rows))[0]))
+            ).fetchall()
+            return replace(record, id=int(rows[0][0]))
 
         return await self._write(work)
 
@@ -893,8 +905,8 @@ class WatchStore:
             return True
         values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
 
-        async def work() -> bool:
-            cursor = await self._db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
                 "WHERE id = ? AND state = ? AND dispatch_id = ?",
                 [*values, before.id, before.state, before.dispatch_id],
@@ -908,7 +920,7 @@ class WatchStore:
             return
         marks = ", ".join("?" * len(dispatch_ids))
         await self._write(
-            lambda: self._db.execute(
+            lambda db: db.execute(
                 "UPDATE watches SET state = 'closed', closed_reason = ? "
                 f"WHERE room = ? AND dispatch_id IN ({marks}) AND state != 'closed'",
                 [reason, room, *dispatch_ids],
@@ -942,17 +954,17 @@ class WatchStore:
     async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> list[int]:
         """A waiting watch whose agent was seen in the room: present, as that identity. Returns the watches' ids."""
         rows = await self._write(
-            lambda: self._db.execute_fetchall(
+            lambda db: db.execute(
                 "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
                 "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
                 (identity, now, room, dispatch_id),
-            )
+            ).fetchall()
         )
         return [int(r[0]) for r in rows]
 
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
         await self._write(
-            lambda: self._db.execute(
+            lambda db: db.execute(
                 "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
                 (channel_id, ts, room, dispatch_id),
             )
@@ -961,13 +973,13 @@ class WatchStore:
     async def first_delivery(self, event_id: str, now: float) -> bool:
         """Record a webhook id; False when it was handled before (the server sends some events twice)."""
 
-        async def work() -> bool:
-            rows = await self._db.execute_fetchall(
+        def work(db: sqlite3.Connection) -> bool:
+            rows = db.execute(
                 "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (event_id, now),
-            )
+            ).fetchall()
             if rows and (self._inserted + 1) % 1000 == 0:  # every thousandth id, forget the oldest beyond the bound
-                await self._db.execute(
+                db.execute(
                     "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
                     "ORDER BY received DESC LIMIT 1 OFFSET ?)",
                     (WEBHOOK_IDS_KEPT,),
@@ -981,10 +993,10 @@ class WatchStore:
     async def claim_rule_room(self, room_sid: str, rule: str, room: str, now: float) -> bool:
         """Mark the room (by sid) served by the rule; False when it was already: a rule never serves a room twice."""
         rows = await self._write(
-            lambda: self._db.execute_fetchall(
+            lambda db: db.execute(
                 "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
                 "RETURNING room_sid",
                 (room_sid, rule, room, now),
-            )
+            ).fetchall()
         )
         return bool(rows)

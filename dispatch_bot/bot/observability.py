@@ -95,6 +95,14 @@ class Metrics:
             "dispatch_bot_audit_append_seconds", "Audit row appends, durable commit included",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=r,
         )  # fmt: skip
+        self.command_step = Histogram(
+            "dispatch_bot_command_step_seconds",
+            "Where a command's time goes: queue (waiting for a slot), then within its slot groups (user groups read), "
+            "command (its own work, LiveKit calls and watch included), watch (the watch written), audit (its rows), "
+            "deliver (the reply posted), thread (the message noted for alerts' threads)",
+            ["step"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )  # fmt: skip
         self.watches = Gauge("dispatch_bot_watches", "Agents supervision watches now (open watches)", registry=r)
         self.alerts = Counter("dispatch_bot_alerts_total", "Supervision's messages, by kind", ["kind"], registry=r)
         self.webhook_events = Counter(
@@ -108,6 +116,9 @@ class Metrics:
 
     def command_finished(self, action: str, outcome: str) -> None:
         self.commands.labels(action=action, outcome=outcome).inc()
+
+    def step_done(self, step: str, seconds: float) -> None:
+        self.command_step.labels(step=step).observe(seconds)
 
     def livekit_call_done(self, method: str, seconds: float, error_kind: str = "") -> None:
         method = _bounded(method or "unknown")

@@ -374,21 +374,26 @@ class SlackTransport:
             task.add_done_callback(self.commands.discard)
         # The ack is already out. A bounded number of commands work at once, so that under a burst the acks of
         # the next requests are not starved of the event loop by the work of the previous ones.
+        step = self.runtime.metrics.step_done
+        queued = time.monotonic()
         async with self._slots:
+            started = time.monotonic()
+            step("queue", started - queued)
             if self.groups is not None:  # the policy decides synchronously: its user groups are read first
                 await self.groups.refresh()
+                step("groups", time.monotonic() - started)
             reply = await self.runtime.runner.execute(self.runtime.context(actor, self.people, received_id), text)
+            ran = time.monotonic()
             where = await self._deliver(reply, actor, text, response_url)
-            supervisor = self.runtime.supervisor
-            if (
-                supervisor is not None
-                and where is not None
-                and where.ts
-                and reply.dispatch_id
-                and reply.outcome == "ok"
-            ):
-                # Alerts about this dispatch's agent go in the thread of the message that announced it.
-                await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
+            delivered = time.monotonic()
+            step("deliver", delivered - ran)
+        # Outside the slot: the reply is out, and an alert that comes before this is noted posts without a thread
+        # (as it would if Slack had not given the message's ts), so the next command need not wait for it.
+        supervisor = self.runtime.supervisor
+        if supervisor is not None and where is not None and where.ts and reply.dispatch_id and reply.outcome == "ok":
+            # Alerts about this dispatch's agent go in the thread of the message that announced it.
+            await supervisor.set_message(reply.room, reply.dispatch_id, where.channel, where.ts)
+            step("thread", time.monotonic() - delivered)
         if reply.followup is not None:
             task = asyncio.create_task(self._follow_up(reply, actor, text, response_url, where))
             self.followups.add(task)

@@ -50,6 +50,7 @@ WORKERS = 4  # rooms reconciled at once
 LEAVING_EVENTS = ("participant_left", "participant_connection_aborted")
 ROOM_EVENTS = ("room_started", "room_finished", "participant_joined", *LEAVING_EVENTS)
 PARTICIPANT_EVENTS = ("participant_joined", *LEAVING_EVENTS)
+WEBHOOKS_LATELY = 300.0  # seconds since the last verified webhook during which webhooks count as configured
 
 
 class AlertPoster(Protocol):
@@ -96,11 +97,14 @@ class Supervisor:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pending = 0  # webhooks, room looks and rule dispatches not finished yet
+        self._webhook_at: float | None = None  # time.monotonic() of the last verified webhook
 
     # --- WatchRegistry and RoomSignals (what the commands use) ---------------------------------------------
 
     async def watch(self, record: WatchRecord) -> None:
+        started = time.monotonic()
         stored = await self.store.add(record)
+        self.runtime.metrics.step_done("watch", time.monotonic() - started)
         self._schedule(stored)
 
     async def close(self, room: str, dispatch_ids: Sequence[str], reason: str) -> None:
@@ -124,6 +128,9 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
 
+    def events_flowing(self) -> bool:
+        return self._webhook_at is not None and time.monotonic() - self._webhook_at < WEBHOOKS_LATELY
+
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
         """The message a dispatch was announced in: alerts about its agent go in its thread."""
         try:
@@ -135,6 +142,7 @@ class Supervisor:
 
     def receive(self, event: RoomEvent) -> None:
         """A verified webhook: handled after the HTTP answer (the server's queue must not wait on us)."""
+        self._webhook_at = time.monotonic()
         self._begin()
         self._events.put_nowait(event)
 

@@ -29,6 +29,8 @@ DETAILS = (
 )
 FLAGS = {"--metadata": True, "--force": False, "--keep": False, "--dry-run": False}
 
+# While LiveKit's webhooks arrive, a follow-up looks this many times less often: an agent's joining wakes it.
+EVENT_DRIVEN_SLOWDOWN = 5
 # LiveKit's default empty_timeout, used when the new room's own value cannot be read.
 DEFAULT_EMPTY_TIMEOUT = 300
 
@@ -152,11 +154,20 @@ class Existing:
 
 async def look_before_dispatch(ctx: CommandContext, agent: str, room: str, *, force: bool = False) -> Existing:
     """The agents of that name in the (running) room and its dispatches: there, on their way, or stale."""
-    participants = await ctx.backend.list_participants(room)
-    present = agents_named(participants, agent)
     if force:
-        return Existing(present, [], [])
-    existing = [d for d in await ctx.backend.list_dispatches(room) if d.agent_name == agent]
+        return Existing(agents_named(await ctx.backend.list_participants(room), agent), [], [])
+    # Both questions at once (one round trip, not two); a failure is the participants' first, as when asked in turn.
+    dispatches = asyncio.ensure_future(ctx.backend.list_dispatches(room))
+    try:
+        participants = await ctx.backend.list_participants(room)
+        listed = await dispatches
+    finally:
+        if not dispatches.done():
+            dispatches.cancel()
+        elif not dispatches.cancelled():
+            dispatches.exception()  # retrieved: a second failure is not logged as never retrieved
+    present = agents_named(participants, agent)
+    existing = [d for d in listed if d.agent_name == agent]
     if not existing:
         return Existing(present, [], [])
     history = await ctx.watches.history(room) if ctx.watches is not None else {}
@@ -297,7 +308,10 @@ def _followup(
                     )
                 if time.monotonic() >= deadline:
                     return await _not_joined(ctx, agent, created, timeout, result)
-                remaining = max(0.0, min(ctx.settings.followup_interval, deadline - time.monotonic()))
+                interval = ctx.settings.followup_interval
+                if ctx.signals is not None and ctx.signals.events_flowing():
+                    interval *= EVENT_DRIVEN_SLOWDOWN  # the agent's participant_joined wakes it; the look is a backstop
+                remaining = max(0.0, min(interval, deadline - time.monotonic()))
                 if ctx.signals is not None:
                     await ctx.signals.wait_change(room, remaining)
                 else:

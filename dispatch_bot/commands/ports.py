@@ -348,6 +348,10 @@ class RoomSignals(Protocol):
         """Return when something may have changed in the room (a webhook named it), or after `timeout` seconds."""
         ...
 
+    def events_flowing(self) -> bool:
+        """True while LiveKit's webhooks arrive (one came lately): a change will wake `wait_change` by itself."""
+        ...
+
 
 @dataclass(frozen=True)
 class DispatchRule:

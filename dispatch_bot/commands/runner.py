@@ -62,6 +62,7 @@ def _log_value(value: object) -> str:
 
 _PLAIN_WORD = re.compile(r"[^\s\"=\\]+")
 FinishedHook = Callable[[str, str], None]  # (action, outcome) of each command and follow-up that finished
+StepHook = Callable[[str, float], None]  # (step, seconds): "command" (its own work) and "audit" (its rows)
 
 
 class CommandRunner:
@@ -70,9 +71,12 @@ class CommandRunner:
     Each row also makes one INFO line on this module's logger (request id, actor, action, agent, room, outcome,
     duration; never the typed text, which the audit has), and a call to `on_finished` (the metrics)."""
 
-    def __init__(self, audit: AuditSink, on_finished: FinishedHook | None = None) -> None:
+    def __init__(
+        self, audit: AuditSink, on_finished: FinishedHook | None = None, on_step: StepHook | None = None
+    ) -> None:
         self.audit = audit
         self.on_finished = on_finished
+        self.on_step = on_step
 
     async def execute(self, ctx: CommandContext, raw_text: str) -> Reply:
         started = time.monotonic()
@@ -114,9 +118,13 @@ class CommandRunner:
             ref = secrets.token_hex(4)
             log.exception("command failed (reference %s)", ref)
             reply = Reply("error", [messages.internal_error(ref)], detail=f"internal error, reference {ref}")
+        worked = time.monotonic()
         for done in reply.prior:
             await self._record(ctx, raw, done, started, request_id)
         await self._record(ctx, raw, reply, started, request_id, received_id=ctx.received_id)
+        if self.on_step is not None:
+            self.on_step("command", worked - started)
+            self.on_step("audit", time.monotonic() - worked)
         if reply.followup is not None:
             reply.followup = self._audited_followup(ctx, raw, reply, request_id)
         return reply
