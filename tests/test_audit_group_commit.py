@@ -45,8 +45,8 @@ async def test_a_write_that_fails_fails_alone_and_the_others_of_its_group_are_wr
     store = await AuditStore.open(path)
     try:
 
-        async def broken() -> None:
-            await store._db.execute("INSERT INTO no_such_table VALUES (1)")
+        def broken(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO no_such_table VALUES (1)")
 
         results = await asyncio.gather(
             store.record(AuditRecord(ACTOR, "captions a", "dispatch", "ok")),

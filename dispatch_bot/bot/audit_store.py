@@ -95,8 +95,11 @@ HASHED_COLUMNS = (
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 _WRITE_ATTEMPTS = 20
 T = TypeVar("T")
-_Write = tuple[Callable[[], Awaitable[Any]], "asyncio.Future[Any]"]
-# The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
+# A write: statements run in SQLite's thread on its connection, inside a group transaction; and who awaits it.
+_Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+# The most writes a group takes besides the received-command records, which always go first: so that a command's
+# ack never waits behind a long group (a burst of follow-up rows is split into several).
+GROUP_MAX_WRITES = 64
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 _TIP = """
 WITH last AS (SELECT id, ts, hash FROM audit ORDER BY id DESC LIMIT 1)
@@ -326,7 +329,8 @@ class AuditStore:
         self._db = db
         self._now = now or (lambda: datetime.now(UTC))
         self._write_lock = asyncio.Lock()
-        self._queued: list[_Write] = []  # writes waiting for the next group transaction
+        self._received: list[_Write] = []  # received-command records: first in the next group
+        self._queued: list[_Write] = []  # other writes waiting for a group transaction
         self._writer: asyncio.Task[None] | None = None
         # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
         self._tip: tuple[int, str, str] | None = None
@@ -377,49 +381,51 @@ class AuditStore:
 
     # --- group commit: every write of this connection, durable when it returns ------------------------------
 
-    async def write(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work`'s statements in the next group transaction; returns (or raises) once it is committed.
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in SQLite's thread, on its connection, in the next group transaction; returns (or raises)
+        once it is committed.
 
         The writes that arrive while one group commits share the next one, so a burst pays one disk sync for all,
-        and each still returns only when its own statements are on disk. `work` may run twice: when another write
-        fails its group, each of the group's writes is run again alone, so that only the failing one fails.
+        and each still returns only when its own statements are on disk. A group's statements all run in one trip
+        to SQLite's thread, so a busy event loop delays a group once, not once per statement. `work` may run
+        twice: when another write fails its group, each of the group's writes is run again alone, so that only the
+        failing one fails.
         """
+        return cast(T, await self._enqueue(work))
+
+    def _enqueue(self, work: Callable[[sqlite3.Connection], Any], *, received: bool = False) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((work, future))
+        (self._received if received else self._queued).append((work, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups())
-        return cast(T, await future)
+        return future
 
     async def _write_groups(self) -> None:
         group: list[_Write] = []
         try:
             await asyncio.sleep(0)  # let the writes that arrived together join this group
-            while self._queued:
-                group, self._queued = self._queued, []
+            while self._received or self._queued:
+                # Received records first, then a bounded number of the rest: a command's ack waits for at most
+                # one group of GROUP_MAX_WRITES other writes before its own.
+                group = self._received + self._queued[:GROUP_MAX_WRITES]
+                self._received, self._queued = [], self._queued[GROUP_MAX_WRITES:]
                 async with self._write_lock:  # a prune or a health check is never inside a group
                     if not await self._commit(group, alone=len(group) == 1):
                         for one in group:
                             await self._commit([one], alone=True)
                 group = []
         finally:  # cancelled at shutdown: nobody waits forever
-            for _, future in [*group, *self._queued]:
+            for _, future in [*group, *self._received, *self._queued]:
                 if not future.done():
                     future.set_exception(AuditError(f"The audit database {self.path} was closed before the write."))
-            self._queued = []
+            self._received, self._queued = [], []
 
     async def _commit(self, group: list[_Write], *, alone: bool) -> bool:
         """One transaction for the group; False when it failed and was rolled back (unless `alone`: its error)."""
-        results: list[Any] = []
         try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for work, _ in group:
-                    results.append(await work())
-                await self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                raise
+            # Private to aiosqlite, but the one way to run several statements in its thread in one trip.
+            in_thread = cast(Callable[..., Awaitable[list[Any]]], self._db._execute)
+            results = await in_thread(self._transaction, [work for work, _ in group])
         except Exception as exc:  # sqlite3.Error, OSError, AuditError, ValueError (closed connection)
             self._tip = None  # rows this group appended are gone
             if not alone:
@@ -432,6 +438,19 @@ class AuditStore:
             if not future.done():
                 future.set_result(value)
         return True
+
+    def _transaction(self, works: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """In SQLite's thread: every write of a group in one transaction, committed; rolled back if one fails."""
+        db = self._db._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results = [work(db) for work in works]
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return results
 
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
@@ -452,16 +471,16 @@ class AuditStore:
             "duration_ms": entry.duration_ms,
         }  # fmt: skip
         try:
-            return await self.write(lambda: self._append(content, entry.received_id))
+            return await self.write(lambda db: self._append(db, content, entry.received_id))
         except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
             raise self._write_failed(exc) from None
 
-    async def _append(self, content: dict[str, Any], received_id: int) -> int:
-        """Inside a group transaction: the row on the chain's tip, and the end of its received-command record (the
-        two commit together: a crash leaves one or the other)."""
+    def _append(self, db: sqlite3.Connection, content: dict[str, Any], received_id: int) -> int:
+        """In SQLite's thread, inside a group transaction: the row on the chain's tip, and the end of its
+        received-command record (the two commit together: a crash leaves one or the other)."""
         for _ in range(_WRITE_ATTEMPTS):
             if self._tip is None:
-                [(tip_id, tip_ts, tip_hash)] = await self._db.execute_fetchall(_TIP, (GENESIS_HASH,))
+                [(tip_id, tip_ts, tip_hash)] = db.execute(_TIP, (GENESIS_HASH,)).fetchall()
                 self._tip = (int(tip_id), str(tip_ts), str(tip_hash))
             tip_id, tip_ts, tip_hash = self._tip
             content["id"] = tip_id + 1
@@ -469,36 +488,58 @@ class AuditStore:
             content["ts"] = max(self._now().astimezone(UTC).isoformat(timespec="microseconds"), tip_ts)
             content["prev_hash"] = tip_hash
             content["hash"] = row_hash(tip_hash, content)
-            inserted = await self._db.execute_fetchall(_APPEND, [*(content[c] for c in COLUMNS), tip_id])
+            inserted = db.execute(_APPEND, [*(content[c] for c in COLUMNS), tip_id]).fetchall()
             if not inserted:  # the tip moved before this transaction (another process appended, or pruned)
                 self._tip = None
                 continue
             if received_id:
-                await self._db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,))
+                db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,))
             self._tip = (int(content["id"]), content["ts"], content["hash"])
             return int(content["id"])
         raise self._write_failed(RuntimeError("other writers kept moving its tip"))
 
     # --- commands received, not yet finished (issue: nothing acknowledged is ever lost) ----------------------
 
-    async def receive(self, rows: list[ReceivedCommand]) -> list[int]:
-        """Record commands as received, in one transaction (one disk sync for a whole group); their ids."""
+    async def receive(self, command: ReceivedCommand, *, timeout: float | None = None) -> int:
+        """Record a command as received, first in the next group transaction; its id once committed.
+
+        Raises AuditError (one sentence) when the database will not take it, or has not within `timeout` seconds
+        (another process holds its lock): then the record is not written, or removed if it was meanwhile.
+        """
+        abandoned = False
+
+        def work(db: sqlite3.Connection) -> int:
+            if abandoned:  # its caller gave up before this group ran: the command was not acknowledged
+                return 0
+            found = db.execute(
+                "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
+                "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (command.received, command.boot, command.actor.source, command.actor.team_id,
+                 command.actor.channel_id, command.actor.channel_name, command.actor.user_id,
+                 command.actor.user_name, command.text, command.response_url),
+            ).fetchall()  # fmt: skip
+            return int(found[0][0])
+
+        future = self._enqueue(work, received=True)
         try:
-            return await self.write(lambda: self._receive(rows))
+            async with asyncio.timeout(timeout):
+                return int(await asyncio.shield(future))
+        except TimeoutError:
+            abandoned = True
+            future.add_done_callback(self._forget_received)
+            raise AuditError(
+                f"The audit log is busy: the command could not be recorded within {timeout:g} s."
+            ) from None
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise self._write_failed(exc) from None
 
-    async def _receive(self, rows: list[ReceivedCommand]) -> list[int]:
-        ids = []
-        for row in rows:
-            found = await self._db.execute_fetchall(
-                "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
-                "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (row.received, row.boot, row.actor.source, row.actor.team_id, row.actor.channel_id,
-                 row.actor.channel_name, row.actor.user_id, row.actor.user_name, row.text, row.response_url),
-            )  # fmt: skip
-            ids.append(int(next(iter(found))[0]))
-        return ids
+    def _forget_received(self, future: asyncio.Future[Any]) -> None:
+        """A record written after its caller gave up (it was already in the group under way) is removed."""
+        if future.cancelled() or future.exception() is not None or not future.result():
+            return
+        received_id = int(future.result())
+        removal = self._enqueue(lambda db: db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,)))
+        removal.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure leaves it to settle
 
     async def unfinished(self, boot: str | None = None) -> list[ReceivedCommand]:
         """Commands received and never finished: all of them, or only those of one run of the bot."""
@@ -777,8 +818,8 @@ class WatchStore:
         self._db = store._db
         self._inserted = 0
 
-    async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
-        """`work` in the store's next group transaction (never inside another coroutine's), committed."""
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in the store's next group transaction, in SQLite's thread, committed."""
         try:
             return await self._store.write(work)
         except (sqlite3.Error, OSError, ValueError) as exc:
@@ -790,23 +831,23 @@ class WatchStore:
     async def add(self, record: WatchRecord) -> WatchRecord:
         """Watch a dispatch; an open watch of the same dispatch is updated instead (keep is only ever turned on)."""
 
-        async def work() -> WatchRecord:
-            updated = await self._db.execute_fetchall(
+        def work(db: sqlite3.Connection) -> WatchRecord:
+            updated = db.execute(
                 "UPDATE watches SET keep = MAX(keep, ?), "
                 "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
                 "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
                 f"RETURNING {', '.join(_WATCH_COLUMNS)}",
                 (int(record.keep), record.channel_id, record.room, record.dispatch_id),
-            )
+            ).fetchall()
             if updated:
-                return _watch(next(iter(updated)))
+                return _watch(updated[0])
             columns = [c for c in _WATCH_COLUMNS if c != "id"]
             values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
-            rows = await self._db.execute_fetchall(
+            rows = db.execute(
                 f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
                 values,
-            )
-            return replace(record, id=int(next(iter(rows))[0]))
+            ).fetchall()
+            return replace(record, id=int(rows[0][0]))
 
         return await self._write(work)
 
@@ -821,8 +862,8 @@ class WatchStore:
             return True
         values = [int(v) if isinstance(v, bool) else v for v in (getattr(after, c) for c in changed)]
 
-        async def work() -> bool:
-            cursor = await self._db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 f"UPDATE watches SET {', '.join(f'{c} = ?' for c in changed)} "
                 "WHERE id = ? AND state = ? AND dispatch_id = ?",
                 [*values, before.id, before.state, before.dispatch_id],
@@ -836,7 +877,7 @@ class WatchStore:
             return
         marks = ", ".join("?" * len(dispatch_ids))
         await self._write(
-            lambda: self._db.execute(
+            lambda db: db.execute(
                 "UPDATE watches SET state = 'closed', closed_reason = ? "
                 f"WHERE room = ? AND dispatch_id IN ({marks}) AND state != 'closed'",
                 [reason, room, *dispatch_ids],
@@ -870,17 +911,17 @@ class WatchStore:
     async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> list[int]:
         """A waiting watch whose agent was seen in the room: present, as that identity. Returns the watches' ids."""
         rows = await self._write(
-            lambda: self._db.execute_fetchall(
+            lambda db: db.execute(
                 "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
                 "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
                 (identity, now, room, dispatch_id),
-            )
+            ).fetchall()
         )
         return [int(r[0]) for r in rows]
 
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
         await self._write(
-            lambda: self._db.execute(
+            lambda db: db.execute(
                 "UPDATE watches SET channel_id = ?, thread_ts = ? WHERE room = ? AND dispatch_id = ?",
                 (channel_id, ts, room, dispatch_id),
             )
@@ -889,13 +930,13 @@ class WatchStore:
     async def first_delivery(self, event_id: str, now: float) -> bool:
         """Record a webhook id; False when it was handled before (the server sends some events twice)."""
 
-        async def work() -> bool:
-            rows = await self._db.execute_fetchall(
+        def work(db: sqlite3.Connection) -> bool:
+            rows = db.execute(
                 "INSERT INTO webhook_events (id, received) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (event_id, now),
-            )
+            ).fetchall()
             if rows and (self._inserted + 1) % 1000 == 0:  # every thousandth id, forget the oldest beyond the bound
-                await self._db.execute(
+                db.execute(
                     "DELETE FROM webhook_events WHERE received < (SELECT received FROM webhook_events "
                     "ORDER BY received DESC LIMIT 1 OFFSET ?)",
                     (WEBHOOK_IDS_KEPT,),
@@ -909,10 +950,10 @@ class WatchStore:
     async def claim_rule_room(self, room_sid: str, rule: str, room: str, now: float) -> bool:
         """Mark the room (by sid) served by the rule; False when it was already: a rule never serves a room twice."""
         rows = await self._write(
-            lambda: self._db.execute_fetchall(
+            lambda db: db.execute(
                 "INSERT INTO rule_rooms (room_sid, rule, room, served) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING "
                 "RETURNING room_sid",
                 (room_sid, rule, room, now),
-            )
+            ).fetchall()
         )
         return bool(rows)
