@@ -8,12 +8,14 @@ import hashlib
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, TypeVar, cast
 
 import aiosqlite
@@ -97,8 +99,8 @@ _WRITE_ATTEMPTS = 20
 T = TypeVar("T")
 # A write: statements run in SQLite's thread on its connection, inside a group transaction; and who awaits it.
 _Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-# The most writes a group takes besides the received-command records, which always go first: so that a command's
-# ack never waits behind a long group (a burst of follow-up rows is split into several).
+# The most writes one group transaction takes: the intake's transaction, which waits for the group under way,
+# never waits behind a long one (a burst of follow-up rows is split into several).
 GROUP_MAX_WRITES = 64
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 _TIP = """
@@ -320,16 +322,149 @@ def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, lis
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+_RECEIVE = (
+    "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, user_id, user_name, "
+    "text, response_url) VALUES "
+)
+_RECEIVE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_RECEIVE_CHUNK = 500  # rows per INSERT (SQLite takes at most 32,766 parameters in one statement)
+
+
+@dataclass(eq=False)
+class _Receipt:
+    """One command waiting for its received record, and what became of it."""
+
+    command: ReceivedCommand
+    future: asyncio.Future[int]
+    abandoned: bool = False  # its caller gave up waiting (its ack said nothing was done)
+    id: int = 0
+
+
+class _IntakeWriter:
+    """Received-command records on a connection and a thread of their own: the records that arrive while one
+    transaction commits share the next one, committed without waiting for the event loop to come round or for
+    the group writer's queue. `lock` keeps it and the group writer out of each other's transactions, so neither
+    waits in SQLite's busy handler (which sleeps in steps of milliseconds) for the other."""
+
+    def __init__(
+        self, path: Path, synchronous: str, busy_timeout: float, lock: threading.Lock, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._path, self._synchronous, self._busy_timeout = path, synchronous, busy_timeout
+        self._lock = lock
+        self._loop = loop
+        self._queue: SimpleQueue[_Receipt | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="dispatch-bot-intake", daemon=True)
+        self._thread.start()
+        self.late: Callable[[int], None] = lambda _: None  # given the id of a record written after its caller left
+
+    def put(self, receipt: _Receipt) -> None:
+        self._queue.put(receipt)
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        db: sqlite3.Connection | None = None
+        failure: BaseException | None = None
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except (sqlite3.Error, OSError) as exc:
+            failure = exc
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]  # and every record that arrived while the last transaction committed
+                while not self._queue.empty():
+                    more = self._queue.get()
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._commit(db, batch, failure)
+        finally:
+            while not self._queue.empty():  # put after the stop: nobody waits forever
+                if (left := self._queue.get()) is not None:
+                    self._loop.call_soon_threadsafe(self._fail, left, ValueError("closed"))
+            if db is not None:
+                db.close()
+
+    def _commit(self, db: sqlite3.Connection | None, batch: list[_Receipt], failure: BaseException | None) -> None:
+        try:
+            if db is None:
+                raise failure or ValueError("closed")
+            with self._lock:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    # Checked once the lock is ours: a command refused meanwhile is not written.
+                    live = [receipt for receipt in batch if not receipt.abandoned]
+                    for start in range(0, len(live), _RECEIVE_CHUNK):
+                        self._insert(db, live[start : start + _RECEIVE_CHUNK])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # sqlite3.Error, OSError
+            for receipt in batch:
+                receipt.id = 0
+                self._loop.call_soon_threadsafe(self._fail, receipt, exc)
+            return
+        for receipt in batch:
+            self._loop.call_soon_threadsafe(self._deliver, receipt)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, receipts: list[_Receipt]) -> None:
+        """One statement for many rows: each statement in this thread waits for the event loop's thread to let go
+        of the interpreter, so fewer statements mean a shorter wait for the ack."""
+        values: list[Any] = []
+        for receipt in receipts:
+            c, a = receipt.command, receipt.command.actor
+            values += (c.received, c.boot, a.source, a.team_id, a.channel_id, a.channel_name, a.user_id, a.user_name,
+                       c.text, c.response_url)  # fmt: skip
+        last = int(db.execute(_RECEIVE + ", ".join([_RECEIVE_ROW] * len(receipts)), values).lastrowid or 0)
+        # One INSERT of several rows, inside the write lock, numbers them one after the other (no AUTOINCREMENT:
+        # each takes the largest id so far plus one).
+        for offset, receipt in enumerate(receipts):
+            receipt.id = last - len(receipts) + 1 + offset
+
+    def _deliver(self, receipt: _Receipt) -> None:
+        if not receipt.future.done():
+            receipt.future.set_result(receipt.id)
+        elif receipt.id:  # written after its caller gave up (it was in the transaction under way): removed
+            self.late(receipt.id)
+
+    @staticmethod
+    def _fail(receipt: _Receipt, exc: BaseException) -> None:
+        if not receipt.future.done():
+            receipt.future.set_exception(exc)
+
+
 class AuditStore:
     """Append-only audit log. Each append is one statement that inserts only if the chain's tip is still the row
     it was hashed on, so rows from concurrent commands, or from two processes sharing the file, form one line."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        db: aiosqlite.Connection,
+        now: Callable[[], datetime] | None = None,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+    ) -> None:
         self.path = path
         self._db = db
+        self._synchronous, self._busy_timeout = synchronous, busy_timeout
+        self._sqlite_lock = threading.Lock()  # held by the group writer's and the intake's transactions
+        self._intake: _IntakeWriter | None = None  # started by the first receive
         self._now = now or (lambda: datetime.now(UTC))
         self._write_lock = asyncio.Lock()
-        self._received: list[_Write] = []  # received-command records: first in the next group
         self._queued: list[_Write] = []  # other writes waiting for a group transaction
         self._writer: asyncio.Task[None] | None = None
         # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
@@ -372,9 +507,11 @@ class AuditStore:
         except (sqlite3.Error, OSError) as exc:
             await db.close()
             raise AuditError(f"The audit database {path} cannot be used: {_describe(exc)}.") from None
-        return cls(path, db, now)
+        return cls(path, db, now, synchronous=synchronous, busy_timeout=busy_timeout)
 
     async def close(self) -> None:
+        if self._intake is not None:
+            await self._intake.close()
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         await self._db.close()
@@ -393,9 +530,9 @@ class AuditStore:
         """
         return cast(T, await self._enqueue(work))
 
-    def _enqueue(self, work: Callable[[sqlite3.Connection], Any], *, received: bool = False) -> asyncio.Future[Any]:
+    def _enqueue(self, work: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        (self._received if received else self._queued).append((work, future))
+        self._queued.append((work, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups())
         return future
@@ -404,21 +541,19 @@ class AuditStore:
         group: list[_Write] = []
         try:
             await asyncio.sleep(0)  # let the writes that arrived together join this group
-            while self._received or self._queued:
-                # Received records first, then a bounded number of the rest: a command's ack waits for at most
-                # one group of GROUP_MAX_WRITES other writes before its own.
-                group = self._received + self._queued[:GROUP_MAX_WRITES]
-                self._received, self._queued = [], self._queued[GROUP_MAX_WRITES:]
+            while self._queued:
+                # A bounded group: the intake's transaction waits for at most one group's statements.
+                group, self._queued = self._queued[:GROUP_MAX_WRITES], self._queued[GROUP_MAX_WRITES:]
                 async with self._write_lock:  # a prune or a health check is never inside a group
                     if not await self._commit(group, alone=len(group) == 1):
                         for one in group:
                             await self._commit([one], alone=True)
                 group = []
         finally:  # cancelled at shutdown: nobody waits forever
-            for _, future in [*group, *self._received, *self._queued]:
+            for _, future in [*group, *self._queued]:
                 if not future.done():
                     future.set_exception(AuditError(f"The audit database {self.path} was closed before the write."))
-            self._received, self._queued = [], []
+            self._queued = []
 
     async def _commit(self, group: list[_Write], *, alone: bool) -> bool:
         """One transaction for the group; False when it failed and was rolled back (unless `alone`: its error)."""
@@ -442,14 +577,15 @@ class AuditStore:
     def _transaction(self, works: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         """In SQLite's thread: every write of a group in one transaction, committed; rolled back if one fails."""
         db = self._db._conn
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            results = [work(db) for work in works]
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        with self._sqlite_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                results = [work(db) for work in works]
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         return results
 
     async def record(self, entry: AuditRecord) -> int:
@@ -501,43 +637,38 @@ class AuditStore:
     # --- commands received, not yet finished (issue: nothing acknowledged is ever lost) ----------------------
 
     async def receive(self, command: ReceivedCommand, *, timeout: float | None = None) -> int:
-        """Record a command as received, first in the next group transaction; its id once committed.
+        """Record a command as received; its id once committed (with the database's synchronous setting).
 
-        Raises AuditError (one sentence) when the database will not take it, or has not within `timeout` seconds
-        (another process holds its lock): then the record is not written, or removed if it was meanwhile.
+        The records go through a connection and a thread of their own, so they never wait behind the group
+        writer's queue. Raises AuditError (one sentence) when the database will not take the record, or has not
+        within `timeout` seconds (another process holds its lock): then the record is not written, or removed if
+        it was meanwhile.
         """
-        abandoned = False
+        loop = asyncio.get_running_loop()
+        if self._intake is None:
+            self._intake = _IntakeWriter(self.path, self._synchronous, self._busy_timeout, self._sqlite_lock, loop)
+            self._intake.late = self._forget_received
+        receipt = _Receipt(command, loop.create_future())
 
-        def work(db: sqlite3.Connection) -> int:
-            if abandoned:  # its caller gave up before this group ran: the command was not acknowledged
-                return 0
-            found = db.execute(
-                "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
-                "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (command.received, command.boot, command.actor.source, command.actor.team_id,
-                 command.actor.channel_id, command.actor.channel_name, command.actor.user_id,
-                 command.actor.user_name, command.text, command.response_url),
-            ).fetchall()  # fmt: skip
-            return int(found[0][0])
+        def expire() -> None:
+            receipt.abandoned = True
+            if not receipt.future.done():
+                receipt.future.set_exception(
+                    AuditError(f"The audit log is busy: the command could not be recorded within {timeout:g} s.")
+                )
 
-        future = self._enqueue(work, received=True)
+        expiry = loop.call_later(timeout, expire) if timeout is not None else None
+        self._intake.put(receipt)
         try:
-            async with asyncio.timeout(timeout):
-                return int(await asyncio.shield(future))
-        except TimeoutError:
-            abandoned = True
-            future.add_done_callback(self._forget_received)
-            raise AuditError(
-                f"The audit log is busy: the command could not be recorded within {timeout:g} s."
-            ) from None
-        except (sqlite3.Error, OSError, ValueError) as exc:
+            return await receipt.future
+        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the store is closed
             raise self._write_failed(exc) from None
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
-    def _forget_received(self, future: asyncio.Future[Any]) -> None:
-        """A record written after its caller gave up (it was already in the group under way) is removed."""
-        if future.cancelled() or future.exception() is not None or not future.result():
-            return
-        received_id = int(future.result())
+    def _forget_received(self, received_id: int) -> None:
+        """Remove a record written after its caller gave up (its ack already said that nothing was done)."""
         removal = self._enqueue(lambda db: db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,)))
         removal.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure leaves it to settle
 
