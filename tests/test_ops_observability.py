@@ -178,6 +178,7 @@ async def test_metrics_show_commands_livekit_calls_and_audit_appends_of_this_bot
     assert sample(body, "dispatch_bot_livekit_call_seconds_count", method="CreateDispatch") == 1
     assert sample(body, "dispatch_bot_livekit_call_seconds_count", method="ListDispatch") >= 1
     assert sample(body, "dispatch_bot_audit_append_seconds_count") == 3
+    assert sample(body, "dispatch_bot_command_received_seconds_count", result="recorded") == 2  # before each ack
     assert sample(await metrics(other), "dispatch_bot_commands_total", action="dispatch", outcome="ok") == 0
     assert "my-room" not in body and "U123" not in body  # no room, no person as a label
 

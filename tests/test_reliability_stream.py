@@ -52,10 +52,11 @@ async def proxy(livekit: FakeLiveKit) -> AsyncIterator[LiveKitProxy]:
 
 
 async def run_step(bot: BotUnderTest, slack: FakeSlack, step: Step) -> Sent:
+    posted_before = len(slack.calls("chat.postMessage"))  # counted first: the message may come before the ack
     result = await bot.command(step.command)
     assert result.status == 200, result.body
     if step.in_channel:
-        posted = await slack.wait_for_web_call("chat.postMessage", count=len(slack.calls("chat.postMessage")) + 1)
+        posted = await slack.wait_for_web_call("chat.postMessage", count=posted_before + 1)
         # The follow-up (did the agent join?) edits that message; wait for it before LiveKit changes again.
         await slack.wait_for_web_call("chat.update", count=len(slack.calls("chat.postMessage")))
         return Sent(step, result.response_url, all_text(posted.params))

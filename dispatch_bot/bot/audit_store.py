@@ -330,6 +330,10 @@ _RECEIVE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _RECEIVE_CHUNK = 500  # rows per INSERT (SQLite takes at most 32,766 parameters in one statement)
 
 
+class AuditBusy(AuditError):
+    """The database did not take a received record in time (another process holds its lock)."""
+
+
 @dataclass(eq=False)
 class _Receipt:
     """One command waiting for its received record, and what became of it."""
@@ -353,6 +357,7 @@ class _IntakeWriter:
         self._lock = lock
         self._loop = loop
         self._queue: SimpleQueue[_Receipt | None] = SimpleQueue()
+        self._db: sqlite3.Connection | None = None  # opened, and used, by the thread
         self._thread = threading.Thread(target=self._run, name="dispatch-bot-intake", daemon=True)
         self._thread.start()
         self.late: Callable[[int], None] = lambda _: None  # given the id of a record written after its caller left
@@ -371,6 +376,7 @@ class _IntakeWriter:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._db = db
         except (sqlite3.Error, OSError) as exc:
             failure = exc
         try:
@@ -654,7 +660,7 @@ class AuditStore:
             receipt.abandoned = True
             if not receipt.future.done():
                 receipt.future.set_exception(
-                    AuditError(f"The audit log is busy: the command could not be recorded within {timeout:g} s.")
+                    AuditBusy(f"The audit log is busy: the command could not be recorded within {timeout:g} s.")
                 )
 
         expiry = loop.call_later(timeout, expire) if timeout is not None else None
@@ -886,7 +892,8 @@ class AuditStore:
                         raise
                     # Copy this batch's pages into the file now: left to the automatic checkpoint, a command's
                     # commit would copy several batches' worth of scattered pages, and wait for that.
-                    await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    # Its row read, so the statement is done: a group commit fails while one is still open.
+                    await self._db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
             done = end is None or int(end[0]) >= last_id

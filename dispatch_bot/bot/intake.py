@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from ..commands import messages
 from ..commands.ports import Actor, AuditError, AuditRecord
 from ..commands.reply import Reply
-from .audit_store import AuditStore, ReceivedCommand
+from .audit_store import AuditBusy, AuditStore, ReceivedCommand
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,23 @@ class Intake:
         self.store = store
         self.boot = secrets.token_hex(8)
         self.timeout = timeout
+        self.observe: Callable[[str, float], None] | None = None  # result and seconds of each receive (metrics)
 
     async def receive(self, actor: Actor, text: str, response_url: str) -> int:
         """Durably record the command; its id. Raises AuditError (one sentence) when the database will not take
         it, or has not within `timeout` seconds."""
         command = ReceivedCommand(actor, text, response_url, time.time(), self.boot)
-        return await self.store.receive(command, timeout=self.timeout)
+        started, result = time.perf_counter(), "failed"
+        try:
+            received_id = await self.store.receive(command, timeout=self.timeout)
+            result = "recorded"
+            return received_id
+        except AuditBusy:
+            result = "busy"
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(result, time.perf_counter() - started)
 
 
 Respond = Callable[[str, Reply], Awaitable[None]]
