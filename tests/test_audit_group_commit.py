@@ -93,3 +93,23 @@ async def test_commands_received_together_each_get_their_own_record_on_disk_when
         assert ids[7] not in {c.id for c in await store.unfinished()} and len(await store.unfinished()) == 39
     finally:
         await store.close()
+
+
+async def test_a_row_written_while_a_read_is_under_way_waits_for_it_instead_of_failing(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    store = await AuditStore.open(path)
+    try:
+        await store.record(AuditRecord(ACTOR, "help", "help", "ok"))
+        cursor = await store._db.execute("SELECT id FROM audit UNION ALL SELECT 0")  # a read, one row taken so far
+        await cursor.fetchone()
+        # The received records' own connection commits meanwhile: the read's snapshot is now an old one.
+        await store.receive(ReceivedCommand(ACTOR, "list room-a", "", 0.0, "boot-1"))
+        write = asyncio.ensure_future(store.record(AuditRecord(ACTOR, "captions a", "dispatch", "ok")))
+        # While the read is under way the write cannot go in; it waits (rather than fail at once, as SQLite does).
+        await asyncio.wait([write], timeout=0.3)
+        assert not write.done()
+        await cursor.close()
+        assert await write == 2
+        assert [text for _, text in rows_on_disk(path)] == ["help", "captions a"]
+    finally:
+        await store.close()

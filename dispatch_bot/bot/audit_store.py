@@ -559,10 +559,21 @@ class AuditStore:
 
     async def _commit(self, group: list[_Write], *, alone: bool) -> bool:
         """One transaction for the group; False when it failed and was rolled back (unless `alone`: its error)."""
+        # Private to aiosqlite, but the one way to run several statements in its thread in one trip.
+        in_thread = cast(Callable[..., Awaitable[list[Any]]], self._db._execute)
+        deadline = time.monotonic() + self._busy_timeout
         try:
-            # Private to aiosqlite, but the one way to run several statements in its thread in one trip.
-            in_thread = cast(Callable[..., Awaitable[list[Any]]], self._db._execute)
-            results = await in_thread(self._transaction, [work for work, _ in group])
+            while True:
+                try:
+                    results = await in_thread(self._transaction, [work for work, _ in group])
+                    break
+                except sqlite3.OperationalError as exc:
+                    # A read of this connection still under way holds a snapshot older than another connection's
+                    # commit (the intake's, or another process's), so SQLite refuses the write at once, without
+                    # waiting: let the read finish (its next trips are queued behind), then try again.
+                    if exc.sqlite_errorname != "SQLITE_BUSY_SNAPSHOT" or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.001)
         except Exception as exc:  # sqlite3.Error, OSError, AuditError, ValueError (closed connection)
             self._tip = None  # rows this group appended are gone
             if not alone:
