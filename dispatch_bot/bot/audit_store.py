@@ -932,13 +932,14 @@ class AuditStore:
     async def writable(self) -> str | None:
         """None when a write commits now, else why not in a few words (for /healthz); no audit row is added."""
         stamp = self._now().astimezone(UTC).isoformat(timespec="seconds")
-        async with self._write_lock:
-            try:
-                await self._db.execute(
+        try:  # a group write like any other: it takes the same turns with the intake's connection
+            await self.write(
+                lambda db: db.execute(
                     "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('health_written_at', ?)", (stamp,)
                 )
-            except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the connection is closed
-                return _describe(exc)
+            )
+        except (sqlite3.Error, OSError, ValueError, AuditError) as exc:  # ValueError, AuditError: it is closed
+            return _describe(exc)
         return None
 
 
