@@ -349,7 +349,10 @@ async def test_cli_numbers_that_do_not_fit(make_settings: Any, tmp_path: Path) -
 
 async def test_a_read_only_database_is_said_and_nothing_is_done(bot: BotUnderTest, livekit: FakeLiveKit) -> None:
     await bot.reply("help")
-    await bot.runtime.audit._db.execute("PRAGMA query_only = ON")  # the file turns read-only under the bot
+    audit = bot.runtime.audit
+    await audit._db.execute("PRAGMA query_only = ON")  # the file turns read-only under the bot: both its connections
+    assert audit._intake is not None and audit._intake._db is not None  # the received records' own
+    audit._intake._db.execute("PRAGMA query_only = ON")
     # A command that cannot be recorded as received is not acknowledged as taken: the ack says why.
     result = await bot.command("link my-room captions")
     assert result.status == 200

@@ -181,6 +181,7 @@ async def test_metrics_show_commands_livekit_calls_and_audit_appends_of_this_bot
     # Each command's steps: both ran and wrote their row; only the dispatch wrote a watch and noted its message.
     for step, times in (("queue", 2), ("command", 2), ("audit", 2), ("deliver", 2), ("watch", 1), ("thread", 1)):
         assert sample(body, "dispatch_bot_command_step_seconds_count", step=step) == times, step
+    assert sample(body, "dispatch_bot_command_received_seconds_count", result="recorded") == 2  # before each ack
     assert sample(await metrics(other), "dispatch_bot_commands_total", action="dispatch", outcome="ok") == 0
     assert "my-room" not in body and "U123" not in body  # no room, no person as a label
 

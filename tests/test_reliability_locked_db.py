@@ -1,8 +1,9 @@
 """Another process holds the audit database locked (`BEGIN EXCLUSIVE`) while commands arrive.
 
-Within `audit.busy_timeout` the commands wait for the lock and then run, each recorded, nothing lost. Past it, the
-person is told in one sentence that nothing was done and to try again: no traceback, no half-recorded command.
-`DISPATCH_BOT_LOCK_SECONDS` sets how long the lock is held in the first case (2 s unless given).
+Within `audit.busy_timeout` and `slack.ack_timeout` the commands wait for the lock and then run, each recorded,
+nothing lost. Past either, the person is told in one sentence that nothing was done and to try again: no
+traceback, no half-recorded command, and the ack comes before Slack's 3 s are up.
+`DISPATCH_BOT_LOCK_SECONDS` sets how long the lock is held in the first case (1 s unless given).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.conftest import BotUnderTest, all_text
 from tests.fakes.livekit_server import FakeLiveKit
 from tests.fakes.slack_server import FakeSlack
 
-LOCK_SECONDS = float(os.environ.get("DISPATCH_BOT_LOCK_SECONDS", "2"))
+LOCK_SECONDS = float(os.environ.get("DISPATCH_BOT_LOCK_SECONDS", "1"))
 CONFIG = "watch:\n  enabled: false\nlimits:\n  per_user_per_minute: 1000\n"
 
 # Takes the write lock, says so on stdout, holds it for argv[2] seconds, then prints how many commands the bot
@@ -62,7 +63,9 @@ async def intact(database: str) -> bool:
 async def test_commands_wait_for_a_lock_shorter_than_the_busy_timeout_and_none_is_lost(
     start_bot: Callable[..., Any], livekit: FakeLiveKit, slack: FakeSlack
 ) -> None:
-    bot: BotUnderTest = await start_bot(CONFIG + f"audit:\n  busy_timeout: {LOCK_SECONDS + 3:g}s\n")
+    bot: BotUnderTest = await start_bot(
+        CONFIG + f"audit:\n  busy_timeout: {LOCK_SECONDS + 3:g}s\nslack:\n  ack_timeout: {LOCK_SECONDS + 3:g}s\n"
+    )
     livekit.register_worker("speech-processing")
     livekit.add_room("room-a")
     commands = ["list room-a", "captions room-a", "rooms", "help"]
@@ -107,6 +110,30 @@ async def test_past_the_busy_timeout_the_person_is_told_nothing_was_done(
     after = await bot.reply("list room-a")  # the lock gone, the same bot goes on
     assert "*room-a*: 1 dispatch" in all_text(after)
     assert [r["raw_text"] for r in bot.audit_rows()] == ["list room-a"]
+    assert await intact(bot.runtime.settings.database)
+
+
+async def test_a_lock_longer_than_the_ack_timeout_is_answered_in_time_and_the_command_is_not_run(
+    start_bot: Callable[..., Any], livekit: FakeLiveKit
+) -> None:
+    # The write would wait 30 s for the lock; the ack may not: it says so at 300 ms, well before Slack's 3 s.
+    bot: BotUnderTest = await start_bot(CONFIG + "audit:\n  busy_timeout: 30s\nslack:\n  ack_timeout: 300ms\n")
+    livekit.add_room("room-a")
+    async with locked(bot.runtime.settings.database, 30) as locker:
+        refused = await bot.command("captions room-a")
+        locker.terminate()  # the lock goes while the bot's write still waits for it
+    told = json.loads(refused.body)
+    assert told["response_type"] == "ephemeral"
+    assert told["text"] == (
+        ":x: Nothing was done: The audit log is busy: the command could not be recorded within 0.3 s. Try again."
+    )
+    after = await bot.reply("list room-a")  # the write that waited goes through, then this one
+    assert "*room-a*: 1 dispatch" in all_text(after)  # the automatic one only
+    assert livekit.calls("CreateDispatch") == []  # the refused command never ran
+
+    # The refused command left no received record behind: a stop finds nothing interrupted to tell anyone about.
+    await bot.transport.aclose()
+    assert [(r["raw_text"], r["outcome"]) for r in bot.audit_rows()] == [("list room-a", "ok")]
     assert await intact(bot.runtime.settings.database)
 
 

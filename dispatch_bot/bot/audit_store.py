@@ -11,11 +11,12 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, TextIO, TypeVar, cast
 
 import aiosqlite
@@ -100,10 +101,11 @@ HASHED_COLUMNS = (
 COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
 _WRITE_ATTEMPTS = 20
 T = TypeVar("T")
-# A write's statements, run in SQLite's thread on its connection, inside the group's transaction.
-Work = Callable[[sqlite3.Connection], T]
+# A write: statements run in SQLite's thread on its connection, inside a group transaction; and who awaits it.
 _Write = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-# The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
+# The most writes one group transaction takes: the intake's transaction, which waits for the group under way,
+# never waits behind a long one (a burst of follow-up rows is split into several).
+GROUP_MAX_WRITES = 64
 # The tip is the last row, or after a prune of everything the anchor, or the genesis of an empty log.
 _TIP = """
 WITH last AS (SELECT id, ts, hash FROM audit ORDER BY id DESC LIMIT 1)
@@ -327,16 +329,152 @@ def _where(query: AuditQuery, agent_clause: str = "agent = ?") -> tuple[str, lis
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+_RECEIVE = (
+    "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, user_id, user_name, "
+    "text, response_url) VALUES "
+)
+_RECEIVE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_RECEIVE_CHUNK = 500  # rows per INSERT (SQLite takes at most 32,766 parameters in one statement)
+
+
+class AuditBusy(AuditError):
+    """The database did not take a received record in time (another process holds its lock)."""
+
+
+@dataclass(eq=False)
+class _Receipt:
+    """One command waiting for its received record, and what became of it."""
+
+    command: ReceivedCommand
+    future: asyncio.Future[int]
+    abandoned: bool = False  # its caller gave up waiting (its ack said nothing was done)
+    id: int = 0
+
+
+class _IntakeWriter:
+    """Received-command records on a connection and a thread of their own: the records that arrive while one
+    transaction commits share the next one, committed without waiting for the event loop to come round or for
+    the group writer's queue. `lock` keeps it and the group writer out of each other's transactions, so neither
+    waits in SQLite's busy handler (which sleeps in steps of milliseconds) for the other."""
+
+    def __init__(
+        self, path: Path, synchronous: str, busy_timeout: float, lock: threading.Lock, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._path, self._synchronous, self._busy_timeout = path, synchronous, busy_timeout
+        self._lock = lock
+        self._loop = loop
+        self._queue: SimpleQueue[_Receipt | None] = SimpleQueue()
+        self._db: sqlite3.Connection | None = None  # opened, and used, by the thread
+        self._thread = threading.Thread(target=self._run, name="dispatch-bot-intake", daemon=True)
+        self._thread.start()
+        self.late: Callable[[int], None] = lambda _: None  # given the id of a record written after its caller left
+
+    def put(self, receipt: _Receipt) -> None:
+        self._queue.put(receipt)
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        db: sqlite3.Connection | None = None
+        failure: BaseException | None = None
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._db = db
+        except (sqlite3.Error, OSError) as exc:
+            failure = exc
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]  # and every record that arrived while the last transaction committed
+                while not self._queue.empty():
+                    more = self._queue.get()
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._commit(db, batch, failure)
+        finally:
+            while not self._queue.empty():  # put after the stop: nobody waits forever
+                if (left := self._queue.get()) is not None:
+                    self._loop.call_soon_threadsafe(self._fail, left, ValueError("closed"))
+            if db is not None:
+                db.close()
+
+    def _commit(self, db: sqlite3.Connection | None, batch: list[_Receipt], failure: BaseException | None) -> None:
+        for start in range(0, len(batch), _RECEIVE_CHUNK):
+            chunk = batch[start : start + _RECEIVE_CHUNK]
+            try:
+                if db is None:
+                    raise failure or ValueError("closed")
+                with self._lock:
+                    # Checked once the lock is ours: a command refused meanwhile is not written.
+                    live = [receipt for receipt in chunk if not receipt.abandoned]
+                    if live:
+                        self._insert(db, live)
+            except Exception as exc:  # sqlite3.Error, OSError
+                for receipt in chunk:
+                    receipt.id = 0
+                    self._loop.call_soon_threadsafe(self._fail, receipt, exc)
+                continue
+            for receipt in chunk:
+                self._loop.call_soon_threadsafe(self._deliver, receipt)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, receipts: list[_Receipt]) -> None:
+        """One statement for many rows, which is its own transaction (the connection is in autocommit mode),
+        committed with the synchronous setting when it returns. One statement, not three: after each, this thread
+        waits for the event loop's thread to let go of the interpreter, so fewer mean a shorter wait for the ack."""
+        values: list[Any] = []
+        for receipt in receipts:
+            c, a = receipt.command, receipt.command.actor
+            values += (c.received, c.boot, a.source, a.team_id, a.channel_id, a.channel_name, a.user_id, a.user_name,
+                       c.text, c.response_url)  # fmt: skip
+        last = int(db.execute(_RECEIVE + ", ".join([_RECEIVE_ROW] * len(receipts)), values).lastrowid or 0)
+        # One INSERT of several rows, inside the write lock, numbers them one after the other (no AUTOINCREMENT:
+        # each takes the largest id so far plus one).
+        for offset, receipt in enumerate(receipts):
+            receipt.id = last - len(receipts) + 1 + offset
+
+    def _deliver(self, receipt: _Receipt) -> None:
+        if not receipt.future.done():
+            receipt.future.set_result(receipt.id)
+        elif receipt.id:  # written after its caller gave up (it was in the transaction under way): removed
+            self.late(receipt.id)
+
+    @staticmethod
+    def _fail(receipt: _Receipt, exc: BaseException) -> None:
+        if not receipt.future.done():
+            receipt.future.set_exception(exc)
+
+
 class AuditStore:
     """Append-only audit log. Each append is one statement that inserts only if the chain's tip is still the row
     it was hashed on, so rows from concurrent commands, or from two processes sharing the file, form one line."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        db: aiosqlite.Connection,
+        now: Callable[[], datetime] | None = None,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+    ) -> None:
         self.path = path
         self._db = db
+        self._synchronous, self._busy_timeout = synchronous, busy_timeout
+        self._sqlite_lock = threading.Lock()  # held by the group writer's and the intake's transactions
+        self._intake: _IntakeWriter | None = None  # started by the first receive
         self._now = now or (lambda: datetime.now(UTC))
         self._write_lock = asyncio.Lock()
-        self._queued: list[_Write] = []  # writes waiting for the next group transaction
+        self._queued: list[_Write] = []  # other writes waiting for a group transaction
         self._writer: asyncio.Task[None] | None = None
         # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
         self._tip: tuple[int, str, str] | None = None
@@ -378,36 +516,43 @@ class AuditStore:
         except (sqlite3.Error, OSError) as exc:
             await db.close()
             raise AuditError(f"The audit database {path} cannot be used: {_describe(exc)}.") from None
-        return cls(path, db, now)
+        return cls(path, db, now, synchronous=synchronous, busy_timeout=busy_timeout)
 
     async def close(self) -> None:
+        if self._intake is not None:
+            await self._intake.close()
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         await self._db.close()
 
     # --- group commit: every write of this connection, durable when it returns ------------------------------
 
-    async def write(self, work: Work[T]) -> T:
-        """Run `work`'s statements in the next group transaction; returns (or raises) once it is committed.
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in SQLite's thread, on its connection, in the next group transaction; returns (or raises)
+        once it is committed.
 
         The writes that arrive while one group commits share the next one, so a burst pays one disk sync for all,
-        and each still returns only when its own statements are on disk. A group is one trip to SQLite's thread
-        (BEGIN, every write's statements, COMMIT), not one per statement: `work` is plain code over the connection.
-        `work` may run twice: when another write fails its group, each of the group's writes is run again alone, so
-        that only the failing one fails.
+        and each still returns only when its own statements are on disk. A group's statements all run in one trip
+        to SQLite's thread, so a busy event loop delays a group once, not once per statement. `work` may run
+        twice: when another write fails its group, each of the group's writes is run again alone, so that only the
+        failing one fails.
         """
+        return cast(T, await self._enqueue(work))
+
+    def _enqueue(self, work: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((work, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups())
-        return cast(T, await future)
+        return future
 
     async def _write_groups(self) -> None:
         group: list[_Write] = []
         try:
             await asyncio.sleep(0)  # let the writes that arrived together join this group
             while self._queued:
-                group, self._queued = self._queued, []
+                # A bounded group: the intake's transaction waits for at most one group's statements.
+                group, self._queued = self._queued[:GROUP_MAX_WRITES], self._queued[GROUP_MAX_WRITES:]
                 async with self._write_lock:  # a prune or a health check is never inside a group
                     if not await self._commit(group, alone=len(group) == 1):
                         for one in group:
@@ -421,10 +566,21 @@ class AuditStore:
 
     async def _commit(self, group: list[_Write], *, alone: bool) -> bool:
         """One transaction for the group; False when it failed and was rolled back (unless `alone`: its error)."""
+        # Private to aiosqlite, but the one way to run several statements in its thread in one trip.
+        in_thread = cast(Callable[..., Awaitable[list[Any]]], self._db._execute)
+        deadline = time.monotonic() + self._busy_timeout
         try:
-            # aiosqlite has no public call for "run this function in the connection's thread"; _execute is it.
-            works = [work for work, _ in group]
-            results: list[Any] = await self._db._execute(_transaction, self._db._conn, works)  # type: ignore[no-untyped-call]
+            while True:
+                try:
+                    results = await in_thread(self._transaction, [work for work, _ in group])
+                    break
+                except sqlite3.OperationalError as exc:
+                    # A read of this connection still under way holds a snapshot older than another connection's
+                    # commit (the intake's, or another process's), so SQLite refuses the write at once, without
+                    # waiting: let the read finish (its next trips are queued behind), then try again.
+                    if exc.sqlite_errorname != "SQLITE_BUSY_SNAPSHOT" or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.001)
         except Exception as exc:  # sqlite3.Error, OSError, AuditError, ValueError (closed connection)
             self._tip = None  # rows this group appended are gone
             if not alone:
@@ -437,6 +593,20 @@ class AuditStore:
             if not future.done():
                 future.set_result(value)
         return True
+
+    def _transaction(self, works: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """In SQLite's thread: every write of a group in one transaction, committed; rolled back if one fails."""
+        db = self._db._conn
+        with self._sqlite_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                results = [work(db) for work in works]
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return results
 
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
@@ -462,8 +632,8 @@ class AuditStore:
             raise self._write_failed(exc) from None
 
     def _append(self, db: sqlite3.Connection, content: dict[str, Any], received_id: int) -> int:
-        """Inside a group transaction: the row on the chain's tip, and the end of its received-command record (the
-        two commit together: a crash leaves one or the other)."""
+        """In SQLite's thread, inside a group transaction: the row on the chain's tip, and the end of its
+        received-command record (the two commit together: a crash leaves one or the other)."""
         for _ in range(_WRITE_ATTEMPTS):
             if self._tip is None:
                 [(tip_id, tip_ts, tip_hash)] = db.execute(_TIP, (GENESIS_HASH,)).fetchall()
@@ -486,25 +656,41 @@ class AuditStore:
 
     # --- commands received, not yet finished (issue: nothing acknowledged is ever lost) ----------------------
 
-    async def receive(self, rows: list[ReceivedCommand]) -> list[int]:
-        """Record commands as received, in one transaction (one disk sync for a whole group); their ids."""
-        try:
-            return await self.write(lambda db: self._receive(db, rows))
-        except (sqlite3.Error, OSError, ValueError) as exc:
-            raise self._write_failed(exc) from None
+    async def receive(self, command: ReceivedCommand, *, timeout: float | None = None) -> int:
+        """Record a command as received; its id once committed (with the database's synchronous setting).
 
-    @staticmethod
-    def _receive(db: sqlite3.Connection, rows: list[ReceivedCommand]) -> list[int]:
-        ids = []
-        for row in rows:
-            found = db.execute(
-                "INSERT INTO received_commands (received, boot, source, team_id, channel_id, channel_name, "
-                "user_id, user_name, text, response_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (row.received, row.boot, row.actor.source, row.actor.team_id, row.actor.channel_id,
-                 row.actor.channel_name, row.actor.user_id, row.actor.user_name, row.text, row.response_url),
-            ).fetchall()  # fmt: skip
-            ids.append(int(found[0][0]))
-        return ids
+        The records go through a connection and a thread of their own, so they never wait behind the group
+        writer's queue. Raises AuditError (one sentence) when the database will not take the record, or has not
+        within `timeout` seconds (another process holds its lock): then the record is not written, or removed if
+        it was meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        if self._intake is None:
+            self._intake = _IntakeWriter(self.path, self._synchronous, self._busy_timeout, self._sqlite_lock, loop)
+            self._intake.late = self._forget_received
+        receipt = _Receipt(command, loop.create_future())
+
+        def expire() -> None:
+            receipt.abandoned = True
+            if not receipt.future.done():
+                receipt.future.set_exception(
+                    AuditBusy(f"The audit log is busy: the command could not be recorded within {timeout:g} s.")
+                )
+
+        expiry = loop.call_later(timeout, expire) if timeout is not None else None
+        self._intake.put(receipt)
+        try:
+            return await receipt.future
+        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the store is closed
+            raise self._write_failed(exc) from None
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    def _forget_received(self, received_id: int) -> None:
+        """Remove a record written after its caller gave up (its ack already said that nothing was done)."""
+        removal = self._enqueue(lambda db: db.execute("DELETE FROM received_commands WHERE id = ?", (received_id,)))
+        removal.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure leaves it to settle
 
     async def unfinished(self, boot: str | None = None) -> list[ReceivedCommand]:
         """Commands received and never finished: all of them, or only those of one run of the bot."""
@@ -778,6 +964,10 @@ class AuditStore:
                         if self._db.in_transaction:
                             await self._db.execute("ROLLBACK")
                         raise
+                    # Copy this batch's pages into the file now: left to the automatic checkpoint, a command's
+                    # commit would copy several batches' worth of scattered pages, and wait for that.
+                    # Its row read, so the statement is done: a group commit fails while one is still open.
+                    await self._db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     raise AuditError(f"Pruning the audit database {self.path} failed: {_describe(exc)}.") from None
             took = time.monotonic() - started
@@ -817,13 +1007,14 @@ class AuditStore:
     async def writable(self) -> str | None:
         """None when a write commits now, else why not in a few words (for /healthz); no audit row is added."""
         stamp = self._now().astimezone(UTC).isoformat(timespec="seconds")
-        async with self._write_lock:
-            try:
-                await self._db.execute(
+        try:  # a group write like any other: it takes the same turns with the intake's connection
+            await self.write(
+                lambda db: db.execute(
                     "INSERT OR REPLACE INTO audit_meta (key, value) VALUES ('health_written_at', ?)", (stamp,)
                 )
-            except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the connection is closed
-                return _describe(exc)
+            )
+        except (sqlite3.Error, OSError, ValueError, AuditError) as exc:  # ValueError, AuditError: it is closed
+            return _describe(exc)
         return None
 
 
@@ -832,19 +1023,6 @@ class AuditStore:
 _WATCH_COLUMNS = tuple(f.name for f in dataclass_fields(WatchRecord))
 _WATCH_SELECT = f"SELECT {', '.join(_WATCH_COLUMNS)} FROM watches"
 WEBHOOK_IDS_KEPT = 10_000  # handled webhook ids remembered (the server retries for well under a minute)
-
-
-def _transaction(db: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
-    """In SQLite's thread: one transaction for a group's writes; rolled back (and the error raised) when one fails."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        results = [work(db) for work in works]
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return results
 
 
 def _watch(row: Any) -> WatchRecord:
@@ -861,8 +1039,8 @@ class WatchStore:
         self._db = store._db
         self._inserted = 0
 
-    async def _write(self, work: Work[T]) -> T:
-        """`work` in the store's next group transaction (never inside another coroutine's), committed."""
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in the store's next group transaction, in SQLite's thread, committed."""
         try:
             return await self._store.write(work)
         except (sqlite3.Error, OSError, ValueError) as exc:

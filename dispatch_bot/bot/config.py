@@ -38,6 +38,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "max_concurrent_commands": "number",
         "shutdown_timeout": "duration",
         "socket_check_interval": "duration",
+        "ack_timeout": "duration",
     },
     "livekit": {
         "url": "server URL",
@@ -113,6 +114,7 @@ class Settings:
     max_concurrent_commands: int = 8
     shutdown_timeout: float = 10.0
     socket_check_interval: float = 10.0
+    ack_timeout: float = 2.0  # how long a command waits to be recorded as received before its ack refuses it
     livekit_url: str = "http://localhost:7880"
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = field(default="secret", repr=False)
@@ -409,6 +411,7 @@ def load_settings(config_path: str | None = None, env: Mapping[str, str] | None 
         policy=policy,
         max_concurrent_commands=concurrency,
         socket_check_interval=_seconds(slack.get("socket_check_interval", "10s"), "slack.socket_check_interval"),
+        ack_timeout=_seconds(slack.get("ack_timeout", "2s"), "slack.ack_timeout"),
         retention_days=float(retention) if retention is not None else None,
         prune_interval=_seconds(audit.get("prune_interval", "1h"), "audit.prune_interval"),
         busy_timeout=_seconds(audit.get("busy_timeout", "5s"), "audit.busy_timeout"),

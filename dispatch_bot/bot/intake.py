@@ -1,14 +1,15 @@
 """Nothing acknowledged is ever lost: a command is recorded as received before its ack, and finished with its row.
 
-Records are written in groups (all the commands that arrive while one disk sync runs share the next one), so the
-ack waits for one sync at most. A command whose record is still there at the next start (the process was killed)
-or at the end of a stop (it did not finish within `shutdown_timeout`) gets an audit row with the outcome
+Records go first in the audit store's next group transaction (all the commands that arrive while one group
+commits share the next one), so an ack waits for one bounded group and one disk sync. A command not recorded
+within the intake's timeout (another process holds the database locked) is refused in its ack, before Slack's
+3 s are up, and not run. A command whose record is still there at the next start (the process was killed) or at
+the end of a stop (it did not finish within `shutdown_timeout`) gets an audit row with the outcome
 `interrupted`, and its requester a message: it may or may not have taken effect. It is never run again by itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -17,45 +18,35 @@ from collections.abc import Awaitable, Callable
 from ..commands import messages
 from ..commands.ports import Actor, AuditError, AuditRecord
 from ..commands.reply import Reply
-from .audit_store import AuditStore, ReceivedCommand
+from .audit_store import AuditBusy, AuditStore, ReceivedCommand
 
 log = logging.getLogger(__name__)
 
 
 class Intake:
-    """Records received commands with group commits; one per running bot (its `boot` tells its records apart)."""
+    """Records received commands; one per running bot (its `boot` tells its records apart)."""
 
-    def __init__(self, store: AuditStore) -> None:
+    def __init__(self, store: AuditStore, *, timeout: float | None = None) -> None:
         self.store = store
         self.boot = secrets.token_hex(8)
-        self._batch: list[tuple[ReceivedCommand, asyncio.Future[int]]] = []
-        self._writing = False
-        self._writer: asyncio.Task[None] | None = None
+        self.timeout = timeout
+        self.observe: Callable[[str, float], None] | None = None  # result and seconds of each receive (metrics)
 
     async def receive(self, actor: Actor, text: str, response_url: str) -> int:
-        """Durably record the command; its id. Raises AuditError (one sentence) when the database will not take it."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._batch.append((ReceivedCommand(actor, text, response_url, time.time(), self.boot), future))
-        if not self._writing:
-            self._writing = True
-            self._writer = asyncio.create_task(self._write())
-        return await future
-
-    async def _write(self) -> None:
+        """Durably record the command; its id. Raises AuditError (one sentence) when the database will not take
+        it, or has not within `timeout` seconds."""
+        command = ReceivedCommand(actor, text, response_url, time.time(), self.boot)
+        started, result = time.perf_counter(), "failed"
         try:
-            await asyncio.sleep(0)  # let the commands that arrived together join this group
-            while self._batch:
-                batch, self._batch = self._batch, []
-                try:
-                    ids = await self.store.receive([command for command, _ in batch])
-                except AuditError as exc:
-                    for _, future in batch:
-                        future.set_exception(AuditError(str(exc)))
-                    continue
-                for (_, future), command_id in zip(batch, ids, strict=True):
-                    future.set_result(command_id)
+            received_id = await self.store.receive(command, timeout=self.timeout)
+            result = "recorded"
+            return received_id
+        except AuditBusy:
+            result = "busy"
+            raise
         finally:
-            self._writing = False
+            if self.observe is not None:
+                self.observe(result, time.perf_counter() - started)
 
 
 Respond = Callable[[str, Reply], Awaitable[None]]

@@ -103,6 +103,13 @@ class Metrics:
             ["step"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )  # fmt: skip
+        self.command_received = Histogram(
+            "dispatch_bot_command_received_seconds",
+            "Slack commands and buttons: time to record each as received before its ack, by result "
+            "(recorded, busy: refused at slack.ack_timeout, failed: the database refused it)",
+            ["result"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0), registry=r,
+        )  # fmt: skip
         self.watches = Gauge("dispatch_bot_watches", "Agents supervision watches now (open watches)", registry=r)
         self.alerts = Counter("dispatch_bot_alerts_total", "Supervision's messages, by kind", ["kind"], registry=r)
         self.webhook_events = Counter(

@@ -82,7 +82,8 @@ class Runtime:
         self.runner = CommandRunner(audit, on_finished=self.metrics.command_finished, on_step=self.metrics.step_done)
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process
-        self.intake = Intake(audit)
+        self.intake = Intake(audit, timeout=settings.ack_timeout)
+        self.intake.observe = lambda result, seconds: self.metrics.command_received.labels(result).observe(seconds)
         self.limiter = PersonLimiter(settings.per_user_per_minute)  # shared by Slack commands and buttons
         self.supervisor: Supervisor | None = None
         if settings.watch_enabled:

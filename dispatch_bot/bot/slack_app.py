@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -215,6 +215,9 @@ class SlackTransport:
             signing_secret=settings.slack_signing_secret,
             authorize=self._authorizer(),
             logger=bolt_log,
+            # Bolt answers as soon as a listener returns, instead of looking every 10 ms whether it has acked:
+            # each listener acks, then starts the rest of its work in a task of its own (`_start`).
+            process_before_response=True,
         )
         self.app.command(settings.slack_command)(self._on_command)
         self.app.action("dispatch_stop")(self._on_button)
@@ -285,7 +288,7 @@ class SlackTransport:
             response_type="ephemeral",
             text=f":hourglass_flowing_sand: `{escape_mrkdwn(shorten(command.get('command', '') + ' ' + text))}`",
         )
-        await self._run(actor, text, response_url, received_id)
+        self._start(self._run(actor, text, response_url, received_id))
 
     async def _receive(self, ack: AsyncAck, actor: Actor, text: str, response_url: str) -> int | None:
         """Record the command before it is acknowledged; None (and the reason as the ack) when it cannot be."""
@@ -317,7 +320,7 @@ class SlackTransport:
         if received_id is None:
             return
         await ack()
-        await self._run(actor, text, response_url, received_id)
+        self._start(self._run(actor, text, response_url, received_id))
 
     async def _on_link_opened(self, ack: AsyncAck) -> None:
         await ack()  # a URL button: Slack opens the link itself and only tells us it was clicked
@@ -328,7 +331,7 @@ class SlackTransport:
         if event.get("tab") != "home":  # the Messages tab: nothing to publish
             return
         user = str(event.get("user") or "")
-        await self.publish_home(Actor(source="slack", user_id=user, team_id=str(body.get("team_id") or "")))
+        self._start(self.publish_home(Actor(source="slack", user_id=user, team_id=str(body.get("team_id") or ""))))
 
     async def publish_home(self, actor: Actor) -> None:
         """views.publish of this person's Home tab, showing only what the policy lets them see."""
@@ -348,8 +351,10 @@ class SlackTransport:
 
     async def _on_home_dispatch(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
+        self._start(self._open_dispatch_form(str(body.get("trigger_id") or "")))
+
+    async def _open_dispatch_form(self, trigger: str) -> None:
         try:  # first, before anything slow: the trigger is valid for three seconds
-            trigger = str(body.get("trigger_id") or "")
             await self.client.views_open(trigger_id=trigger, view=dispatch_modal(self.runtime))
         except Exception as exc:
             log.warning("could not open the Dispatch form: %s", _why(exc))
@@ -365,7 +370,18 @@ class SlackTransport:
             team_id=str((body.get("team") or {}).get("id") or user.get("team_id") or ""),
             channel_id=asked.channel,
         )
-        await self._run(actor, self._mask(asked.command()), asked.response_url)
+        self._start(self._run(actor, self._mask(asked.command()), asked.response_url))
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        """What a listener does after its ack, in a task of its own, so that Bolt answers Slack meanwhile."""
+        task = asyncio.create_task(work)
+        self.commands.add(task)  # a shutdown waits for it
+        task.add_done_callback(self._started_work_done)
+
+    def _started_work_done(self, task: asyncio.Task[None]) -> None:
+        self.commands.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a Slack request's work failed after its ack: %s", _why(exc))
 
     async def _run(self, actor: Actor, text: str, response_url: str, received_id: int = 0) -> None:
         task = asyncio.current_task()
