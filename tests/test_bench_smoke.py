@@ -20,6 +20,7 @@ TINY = {
     "audit_prune": ["--rows", "300", "--quiet", "0.1", "--batch", "40"],
     "audit_export": ["--rows", "300", "--rounds", "1"],
     "start": ["--rounds", "1", "--warmup", "0"],
+    "kill_restart": ["--commands", "20", "--rounds", "1", "--kill-after", "0.2"],
     "memory": ["--commands", "12", "--every", "6", "--warmup", "6", "--rooms", "2", "--rate", "50"],
 }
 
@@ -55,6 +56,12 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
         assert report["errors"] == 0
         assert [s["commands"] for s in report["samples"]] == [6, 12] and report["baseline_rss_mb"] > 0
         assert report["audit_rows"] >= 12  # every command finished with its row before its sample
+    elif name == "kill_restart":
+        (round_,) = report["rounds"]
+        assert report["acknowledged_without_row"] == 0 and round_["verify_exit"] == 0
+        # every command sent was acknowledged or failed, and every acknowledged one ended with a row
+        assert round_["acknowledged"] + round_["not_acknowledged"] + round_["refused_busy_in_ack"] == 20
+        assert sum(round_["rows_by_outcome"].values()) >= round_["acknowledged"]
     elif name == "audit_export":
         assert report["errors"] == []  # each product export was byte for byte the plain loop's
         assert set(report["ratio_product_speed_over_plain"]) == {"verify", "jsonl", "csv"}
