@@ -15,11 +15,12 @@ from aiohttp import web
 
 from .livekit_gateway import LiveKitGateway, WebhookIgnored, WebhookRejected
 from .observability import Metrics
+from .starting import WEBHOOK_PATH
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/livekit/webhook"
+__all__ = ["WEBHOOK_PATH", "webhook_handler"]
 MAX_BODY = 1024 * 1024  # LiveKit's events are a few kB; anything near this is not one
 BODY_TIMEOUT = 10.0
 
