@@ -8,7 +8,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .runtime import Runtime
     from .slack_app import SlackTransport
+    from .supervisor import Supervisor
 
 log = logging.getLogger("dispatch_bot")
 
@@ -107,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        import gc
+
+        gc.disable()  # until the bot is loaded: what start-up makes lives on, so collecting it is wasted work
     import asyncio
 
     from ..commands.ports import AuditError
@@ -300,6 +305,7 @@ async def _load_bot(
     # Commands a previous run acknowledged and never finished: a row each, and a word, before any new one runs.
     await settle_unfinished(runtime.audit, transport.respond_ephemeral)
     gc.freeze()  # what start-up made lives as long as the process: keep it out of every later collection
+    gc.enable()
     return runtime, transport
 
 
@@ -315,13 +321,17 @@ async def _serving(
 ) -> int:
     """Serve until SIGINT or SIGTERM, then stop taking requests and finish the commands in progress."""
     import asyncio
+    import importlib
 
     from .slack_app import SocketWatch
 
     settings = runtime.settings
     retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
+    # livekit-api and protobuf load in a thread now, so supervision's first poll does not hold up the event loop;
+    # a command that calls LiveKit meanwhile waits for them.
+    gateway_loaded = asyncio.create_task(asyncio.to_thread(importlib.import_module, "dispatch_bot.bot.livekit_gateway"))
     supervisor = runtime.supervisor
-    watching = asyncio.create_task(supervisor.run(stop)) if supervisor is not None else None
+    watching = asyncio.create_task(_supervise(supervisor, gateway_loaded, stop)) if supervisor is not None else None
     if http:
         log.info("HTTP mode: POST /slack/events, POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port)
         await stop.wait()
@@ -350,7 +360,14 @@ async def _serving(
     await transport.aclose(followup_grace=5.0, timeout=settings.shutdown_timeout)
     if retention is not None:
         retention.cancel()
+    await gateway_loaded
     return 0
+
+
+async def _supervise(supervisor: Supervisor, gateway_loaded: Awaitable[object], stop: asyncio.Event) -> None:
+    """Supervision, from its first poll once LiveKit's client is loaded."""
+    await gateway_loaded
+    await supervisor.run(stop)
 
 
 async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:
