@@ -290,7 +290,7 @@ async def _load_bot(
 
     from .starting import load_the_rest
 
-    await load_the_rest()
+    await load_the_rest(socket_mode=socket_mode)
     from .intake import settle_unfinished
     from .runtime import Runtime
     from .slack_app import SlackTransport

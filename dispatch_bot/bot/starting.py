@@ -1,11 +1,12 @@
 """`serve`'s port, open as soon as the audit database is: /healthz answers while the rest of the bot loads.
 
-Bolt, livekit-api and protobuf, prometheus-client and the commands take about a third of the start. `serve` opens
-its database, checks its Slack tokens, listens, and only then imports them, in a thread so that /healthz is
-answered meanwhile. Until the bot is ready, Slack's requests, LiveKit's webhooks and /metrics wait for it (a
-fraction of a second); the commands a previous run left unfinished are settled before it is ready, so before any
-new command runs. /healthz means what it always means: the audit database takes a write and, in Socket Mode, the
-connection to Slack is up (it is not yet while the bot loads).
+`serve` opens its database, checks its Slack tokens and listens; only then does it import Bolt, prometheus-client
+and the commands, in a thread so that /healthz is answered meanwhile (livekit-api and protobuf follow once the bot
+is ready, before supervision's first poll). Until the bot is ready, Slack's requests, LiveKit's webhooks and
+/metrics wait for it (a fraction of a second). Commands a previous run left unfinished are settled before it is
+ready, so before any new command runs; when there are any, they are settled before the port opens. /healthz means
+what it always means: the audit database takes a write and, in Socket Mode, the connection to Slack is up (it is
+not yet while the bot loads).
 """
 
 from __future__ import annotations
@@ -60,15 +61,18 @@ async def database_problem(settings: Settings, audit: AuditStore) -> str | None:
     return None if why is None else f"the audit database {settings.database} is not writable ({why})"
 
 
-def _import_the_rest() -> None:
+def _import_the_rest(socket_mode: bool) -> None:
     import prometheus_client  # noqa: F401
 
-    from . import slack_app  # noqa: F401  Bolt, livekit-api (webhooks), the commands, the runtime
+    from . import slack_app  # noqa: F401  Bolt, the commands, the runtime
+
+    if socket_mode:
+        import slack_bolt.adapter.socket_mode.async_handler  # noqa: F401
 
 
-async def load_the_rest() -> None:
+async def load_the_rest(*, socket_mode: bool) -> None:
     """Import what the bot needs beyond the port, in a thread: the event loop answers /healthz meanwhile."""
-    await asyncio.to_thread(_import_the_rest)
+    await asyncio.to_thread(_import_the_rest, socket_mode)
 
 
 class StartingBot:
