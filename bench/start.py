@@ -13,7 +13,9 @@ Every target is a fresh process (the interpreter's start included), run in alter
 * `dispatch-bot serve --http`: process start until `GET /healthz` first answers 200, against a bare Bolt
   `AsyncApp` served with aiohttp (`app.web_app()` plus a `/healthz` route), which also checks its token with
   `auth.test` first as `serve` does; both talk to the Slack stand-in (bench/standins.py, a process of its own).
-  /healthz is asked every 5 ms from this process until it answers 200.
+  /healthz is asked every 5 ms from this process until it answers 200. Then one signed `/dispatch help` is posted
+  to /slack/events, and the time from spawning to its acknowledgement is reported too ("to first ack"): `serve`
+  opens its port before it has loaded Bolt and the commands, and that figure shows what the rest of its start costs.
 
 Reported per target: median, p25 and p75 seconds over the rounds; ratios of medians against the baselines
 (`--help` against `python -c pass`, serve against the bare Bolt app). Targets (from the issue): `--help` under
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.standins import API_KEY, API_SECRET, BOT_TOKEN, StandIns
+from tests.fakes.slack_requests import signed_headers, slash_command_body
 
 REPO = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "bench-signing-secret"
@@ -46,7 +49,16 @@ TARGET_HELP_S = 0.25
 TARGET_SERVE_RATIO = 1.10
 READY_TIMEOUT_S = 30.0
 POLL_S = 0.005
-TARGETS = ("python -c pass", "import argparse", "--help", "console -c help", "bare Bolt to 200", "serve to 200")
+TARGETS = (
+    "python -c pass",
+    "import argparse",
+    "--help",
+    "console -c help",
+    "bare Bolt to 200",
+    "serve to 200",
+    "bare Bolt to ack",
+    "serve to ack",
+)
 
 # The bare Bolt app: what a person would write with slack-bolt and aiohttp alone. argv[1] is the port.
 BARE_BOLT = """
@@ -105,8 +117,20 @@ def healthy(port: int) -> bool:
         conn.close()
 
 
-def run_to_ready(command: list[str], port: int, env: dict[str, str]) -> float:
-    """Seconds from spawning `command` to its first 200 on /healthz; the process is stopped after."""
+def acknowledged(port: int, response_url: str) -> bool:
+    """Whether a signed `/dispatch help` posted to /slack/events is answered 200 (its acknowledgement)."""
+    body = slash_command_body("help", response_url=response_url)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READY_TIMEOUT_S)
+    try:
+        conn.request("POST", "/slack/events", body=body, headers=signed_headers(body, SIGNING_SECRET))
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def run_to_ready(command: list[str], port: int, env: dict[str, str], response_url: str) -> tuple[float, float]:
+    """Seconds from spawning `command` to its first 200 on /healthz, and to the acknowledgement of a command sent
+    right after; the process is stopped after."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -117,7 +141,10 @@ def run_to_ready(command: list[str], port: int, env: dict[str, str]) -> float:
             if time.perf_counter() - started > READY_TIMEOUT_S:
                 raise RuntimeError(f"{' '.join(command[:5])} did not answer /healthz within {READY_TIMEOUT_S:g} s")
             time.sleep(POLL_S)
-        return time.perf_counter() - started
+        ready = time.perf_counter() - started
+        if not acknowledged(port, response_url):
+            raise RuntimeError(f"{' '.join(command[:5])} did not acknowledge a signed command")
+        return ready, time.perf_counter() - started
     finally:
         proc.terminate()  # only the process started here
         try:
@@ -159,11 +186,16 @@ def run_bench(args: argparse.Namespace, progress: Callable[[str], None]) -> dict
                 "import argparse": run_to_exit([python, "-c", "import argparse"], round_env),
                 "--help": run_to_exit([*cli, "--help"], round_env),
                 "console -c help": run_to_exit([*cli, "console", "-c", "help"], round_env),
-                "bare Bolt to 200": run_to_ready([python, "-c", BARE_BOLT, str(port)], port, round_env),
-                "serve to 200": run_to_ready(
-                    [*cli, "serve", "--http", "--host", "127.0.0.1", "--port", str(port)], port, round_env
-                ),
             }
+            bare = run_to_ready([python, "-c", BARE_BOLT, str(port)], port, round_env, standins.new_response_url())
+            served = run_to_ready(
+                [*cli, "serve", "--http", "--host", "127.0.0.1", "--port", str(port)],
+                port,
+                round_env,
+                standins.new_response_url(),
+            )
+            measured["bare Bolt to 200"], measured["bare Bolt to ack"] = bare
+            measured["serve to 200"], measured["serve to ack"] = served
             if not warm:
                 for target, seconds in measured.items():
                     times[target].append(seconds)
@@ -184,6 +216,7 @@ def run_bench(args: argparse.Namespace, progress: Callable[[str], None]) -> dict
         "--help / import argparse": med["--help"] / med["import argparse"],
         "console -c help / python -c pass": med["console -c help"] / med["python -c pass"],
         "serve / bare Bolt": med["serve to 200"] / med["bare Bolt to 200"],
+        "serve / bare Bolt, to first ack": med["serve to ack"] / med["bare Bolt to ack"],
     }
     return {
         "config": {"rounds": args.rounds, "warmup": args.warmup, "poll_ms": POLL_S * 1000},

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..commands.ports import AgentInfo, AgentService, CatalogSnapshot
-from .config import yaml_error_where
+from .config import Settings, yaml_error_where
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +172,17 @@ class AgentCatalog:
         if self._folder_problem:
             problems.insert(0, self._folder_problem)
         self._snapshot = CatalogSnapshot(str(self.folder), agents, tuple(problems), self._read_ok)
+
+
+def open_catalog(settings: Settings) -> AgentCatalog | None:
+    """The agent folder's catalog when one is configured, the aliases and rules checked against it."""
+    if not settings.openvidu_agents_dir:
+        return None
+    catalog = AgentCatalog(settings.openvidu_agents_dir, check_interval=settings.catalog_reload_interval)
+    snapshot = catalog.snapshot()
+    if snapshot.read_ok:
+        settings.check_aliases(set(snapshot.agents), snapshot.folder)
+        settings.check_rules(set(snapshot.agents), snapshot.folder)
+    else:  # the bot still runs; every reply that could not check an agent says so
+        log.warning("%s", "; ".join(snapshot.problems))
+    return catalog

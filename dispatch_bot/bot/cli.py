@@ -8,18 +8,23 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncio
     from pathlib import Path
 
+    from aiohttp import web
+
     from ..commands.ports import Actor, AuditQuery
     from ..demo.session import Demo
+    from .agent_catalog import AgentCatalog
     from .audit_store import AuditStore
     from .config import Settings
     from .runtime import Runtime
+    from .slack_app import SlackTransport
+    from .supervisor import Supervisor
 
 log = logging.getLogger("dispatch_bot")
 
@@ -103,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        import gc
+
+        gc.disable()  # until the bot is loaded: what start-up makes lives on, so collecting it is wasted work
     import asyncio
 
     from ..commands.ports import AuditError
@@ -211,82 +220,154 @@ async def _demo_console(settings: Settings, text: str | None, demo: Demo) -> int
 
 async def _serve(settings: Settings, *, http: bool, host: str, port: int, demo: Demo | None = None) -> int:
     import asyncio
-    import gc
     import signal
 
     from aiohttp import web
 
+    from ..commands.ports import AuditError
+    from .agent_catalog import open_catalog
+    from .audit_store import AuditStore
     from .config import ConfigError
     from .http_guard import app_runner
-    from .intake import settle_unfinished
-    from .runtime import Runtime
-    from .slack_app import SlackSetupError, SlackTransport, SocketWatch
+    from .slack_web import SlackSetupError, check_tokens, start_client
+    from .starting import StartingBot, serve_web_app
 
     if demo is not None:
         settings = await demo.start()
-    runtime = await Runtime.open(settings)
-    transport = SlackTransport(runtime)
-    if demo is not None:
-        await demo.attach(runtime)
-        demo.note_alerts(runtime)
+    # The port opens once the database is and the tokens are checked; the rest of the bot loads after (starting.py).
+    catalog = open_catalog(settings)
+    audit = await AuditStore.open(settings.database, busy_timeout=settings.busy_timeout)
+    runtime: Runtime | None = None
+    transport: SlackTransport | None = None
     try:
         try:
-            await transport.check_tokens(socket_mode=not http)
+            await check_tokens(settings, lambda token: start_client(settings, token), socket_mode=not http)
         except SlackSetupError as exc:
             raise ConfigError(str(exc)) from None
-        # Commands a previous run acknowledged and never finished (it was killed): a row each, and a word.
-        await settle_unfinished(runtime.audit, transport.respond_ephemeral)
-        gc.freeze()  # what start-up made lives as long as the process: keep it out of every later collection
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
+        # Commands a previous run acknowledged and never finished (it was killed) are settled before the port
+        # opens when there are any; the usual start has none, and loads the rest of the bot while listening.
+        try:
+            interrupted = bool(await audit.unfinished())
+        except AuditError:
+            interrupted = False  # settle_unfinished says why, while the bot loads
+        loaded = await _load_bot(settings, audit, catalog, demo, socket_mode=not http) if interrupted else None
+        if loaded is not None:
+            runtime, transport = loaded
+        starting = StartingBot(settings, audit, socket_mode=not http)
         # Both modes listen on the port: HTTP mode for Slack's requests, both for LiveKit's webhooks and /healthz.
-        runner = app_runner(transport.web_app(slack_events=http))
+        runner = app_runner(serve_web_app(starting, settings, slack_events=http))
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(f"Cannot listen on {host}:{port} ({exc.strerror}): pick another PORT.") from None
-        supervisor = runtime.supervisor
-        watching = asyncio.create_task(supervisor.run(stop)) if supervisor is not None else None
-        if http:
-            log.info(
-                "HTTP mode: POST /slack/events, POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port
-            )
-            await stop.wait()
-        else:
-            log.info("Socket Mode; POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port)
-            handler = transport.socket_mode_handler()
-            connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if connecting.done():
-                connecting.result()
-                log.info("Socket Mode: connected")
-                # Awaits the client's connection check and reconnects when it stays down; /healthz follows it.
-                watch = asyncio.create_task(SocketWatch(handler, settings.socket_check_interval).run(stop))
-                await stopping
-                await watch
-            else:
-                connecting.cancel()
-            stopping.cancel()
-            await handler.close_async()  # type: ignore[no-untyped-call]
-        await runner.cleanup()  # no new requests; those already acknowledged finish below
-        if watching is not None:
-            await watching
-        log.info("stopping: finishing the commands in progress (at most %g s)", settings.shutdown_timeout)
-        await transport.aclose(followup_grace=5.0, timeout=settings.shutdown_timeout)
-        if retention is not None:
-            retention.cancel()
+        if loaded is None:
+            loaded = await _load_bot(settings, audit, catalog, demo, socket_mode=not http)
+            runtime, transport = loaded
+        starting.ready(loaded[1])  # requests that waited go on now
+        return await _serving(*loaded, runner, stop, http=http, host=host, port=port)
     finally:
-        await transport.aclose(followup_grace=0.0)
-        await runtime.close()
+        if transport is not None:
+            await transport.aclose(followup_grace=0.0)
+        if runtime is not None:
+            await runtime.close()
+        else:
+            await audit.close()
         if demo is not None:
             await demo.close()
+
+
+async def _load_bot(
+    settings: Settings, audit: AuditStore, catalog: AgentCatalog | None, demo: Demo | None, *, socket_mode: bool
+) -> tuple[Runtime, SlackTransport]:
+    """The rest of the bot, loaded while the port answers /healthz; the commands left unfinished settled."""
+    import gc
+
+    from .starting import load_the_rest
+
+    await load_the_rest(socket_mode=socket_mode)
+    from .intake import settle_unfinished
+    from .runtime import Runtime
+    from .slack_app import SlackTransport
+
+    runtime = Runtime.assemble(settings, audit, catalog)
+    transport = SlackTransport(runtime)
+    if demo is not None:
+        await demo.attach(runtime)
+        demo.note_alerts(runtime)
+    if socket_mode:
+        transport.socket_mode_handler()  # /healthz follows its connection from now
+    # Commands a previous run acknowledged and never finished: a row each, and a word, before any new one runs.
+    await settle_unfinished(runtime.audit, transport.respond_ephemeral)
+    gc.freeze()  # what start-up made lives as long as the process: keep it out of every later collection
+    gc.enable()
+    return runtime, transport
+
+
+async def _serving(
+    runtime: Runtime,
+    transport: SlackTransport,
+    runner: web.AppRunner,
+    stop: asyncio.Event,
+    *,
+    http: bool,
+    host: str,
+    port: int,
+) -> int:
+    """Serve until SIGINT or SIGTERM, then stop taking requests and finish the commands in progress."""
+    import asyncio
+    import importlib
+
+    from .slack_app import SocketWatch
+
+    settings = runtime.settings
+    retention = asyncio.create_task(_apply_retention(runtime, stop)) if settings.retention_days else None
+    # livekit-api and protobuf load in a thread now, so supervision's first poll does not hold up the event loop;
+    # a command that calls LiveKit meanwhile waits for them.
+    gateway_loaded = asyncio.create_task(asyncio.to_thread(importlib.import_module, "dispatch_bot.bot.livekit_gateway"))
+    supervisor = runtime.supervisor
+    watching = asyncio.create_task(_supervise(supervisor, gateway_loaded, stop)) if supervisor is not None else None
+    if http:
+        log.info("HTTP mode: POST /slack/events, POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port)
+        await stop.wait()
+    else:
+        log.info("Socket Mode; POST /livekit/webhook, GET /healthz and /metrics on %s:%d", host, port)
+        handler = transport.socket
+        assert handler is not None
+        connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if connecting.done():
+            connecting.result()
+            log.info("Socket Mode: connected")
+            # Awaits the client's connection check and reconnects when it stays down; /healthz follows it.
+            watch = asyncio.create_task(SocketWatch(handler, settings.socket_check_interval).run(stop))
+            await stopping
+            await watch
+        else:
+            connecting.cancel()
+        stopping.cancel()
+        await handler.close_async()  # type: ignore[no-untyped-call]
+    await runner.cleanup()  # no new requests; those already acknowledged finish below
+    if watching is not None:
+        await watching
+    log.info("stopping: finishing the commands in progress (at most %g s)", settings.shutdown_timeout)
+    await transport.aclose(followup_grace=5.0, timeout=settings.shutdown_timeout)
+    if retention is not None:
+        retention.cancel()
+    await gateway_loaded
     return 0
+
+
+async def _supervise(supervisor: Supervisor, gateway_loaded: Awaitable[object], stop: asyncio.Event) -> None:
+    """Supervision, from its first poll once LiveKit's client is loaded."""
+    await gateway_loaded
+    await supervisor.run(stop)
 
 
 async def _apply_retention(runtime: Runtime, stop: asyncio.Event) -> None:

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
 if TYPE_CHECKING:  # the console and the CLI's quick commands load no HTTP stack for the metrics
     from aiohttp import web
+
+# prometheus-client is imported when the first Metrics is made: the log formatter here is needed long before.
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class Metrics:
     """The bot's Prometheus metrics, in a registry of their own (one per Runtime, so bots in one process don't mix)."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry()
         r = self.registry
         self.commands = Counter(
@@ -150,11 +152,14 @@ class Metrics:
                 self.watches.set(await self.watch_count())
             except Exception as exc:  # the database closed or failing: the gauge keeps its last value
                 log.debug("metrics: could not count the open watches: %s", type(exc).__name__)
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     async def handle(self, _: web.Request) -> web.Response:
         """`GET /metrics`."""
         from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST
 
         return web.Response(body=await self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

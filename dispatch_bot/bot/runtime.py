@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from ..commands.context import CommandContext, KeyedLocks, PersonLimiter
 from ..commands.ports import Actor, PeopleDirectory
 from ..commands.runner import CommandRunner
 from ..commands.supervision import WatchPolicy
-from .agent_catalog import AgentCatalog
+from .agent_catalog import AgentCatalog, open_catalog
 from .audit_store import AuditStore, WatchStore
 from .config import Settings
 from .intake import Intake
@@ -18,8 +17,6 @@ from .supervisor import Supervisor
 
 if TYPE_CHECKING:
     from .livekit_gateway import LiveKitGateway
-
-log = logging.getLogger(__name__)
 
 
 class _GatewayOnFirstUse:
@@ -95,16 +92,13 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
-        catalog = None
-        if settings.openvidu_agents_dir:
-            catalog = AgentCatalog(settings.openvidu_agents_dir, check_interval=settings.catalog_reload_interval)
-            snapshot = catalog.snapshot()
-            if snapshot.read_ok:
-                settings.check_aliases(set(snapshot.agents), snapshot.folder)
-                settings.check_rules(set(snapshot.agents), snapshot.folder)
-            else:  # the bot still runs; every reply that could not check an agent says so
-                log.warning("%s", "; ".join(snapshot.problems))
+        catalog = open_catalog(settings)
         audit = await AuditStore.open(settings.database, busy_timeout=settings.busy_timeout)
+        return cls.assemble(settings, audit, catalog)
+
+    @classmethod
+    def assemble(cls, settings: Settings, audit: AuditStore, catalog: AgentCatalog | None) -> Runtime:
+        """The runtime around an audit store already open; LiveKit's gateway is made on first use."""
         return cls(settings, cast("LiveKitGateway", _GatewayOnFirstUse(settings)), audit, catalog)
 
     async def close(self) -> None:

@@ -12,24 +12,15 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.async_handler import AsyncRetryHandler
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
-from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -38,46 +29,30 @@ from ..commands.grammar import shorten
 from ..commands.ports import Actor, AuditError, AuditRecord, Profile
 from ..commands.reply import Reply, Text
 from .app_home import HOME_DISPATCH, MODAL, Submission, dispatch_modal, gather_facts, home_view
-from .http_guard import SlackRequestGuard
 from .intake import settle_unfinished
 from .log_redaction import typed_text_masker
 from .observability import Metrics
 from .policy import Policy
 from .render import escape_mrkdwn, to_slack
 from .runtime import Runtime
-from .webhooks import WEBHOOK_PATH, webhook_handler
+from .slack_web import SLACK_TIMEOUT, SlackDeliveryError, check_tokens, slack_retry_handlers
+from .slack_web import SlackSetupError as SlackSetupError  # where callers of check_tokens catch it
+from .slack_web import error_code as _error_code
+from .slack_web import sdk_logger as _sdk_logger
+from .slack_web import why as _why
+from .starting import database_problem, health_response, serve_web_app
+from .webhooks import webhook_handler
+
+if TYPE_CHECKING:  # Socket Mode's client is loaded in Socket Mode only
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 log = logging.getLogger(__name__)
 
 
-# Each kind of failure is retried this often: a brief outage or a 429 delays a message, a long one gets a sentence.
-SLACK_RETRIES = 2
-SLACK_TIMEOUT = 30.0  # seconds for one Web API or response_url call
 # Connections kept open to Slack, shared by every Web API client and response_url post (more calls wait for one).
 SLACK_CONNECTIONS = 64
 # chat.postMessage answers that mean "not here" rather than "Slack failed": the response_url is the way, quietly.
 _NOT_HERE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
-
-
-def slack_retry_handlers(backoff: float = 0.5) -> list[AsyncRetryHandler]:
-    """slack_sdk's own handlers: a 429 after its Retry-After, a refused or reset connection, a 500 or 503.
-
-    A timeout is not retried: Slack may have taken the message, and a second one would be a duplicate.
-    """
-    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff)
-    return [
-        AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RETRIES),
-        AsyncConnectionErrorRetryHandler(max_retry_count=SLACK_RETRIES, interval_calculator=interval),
-        AsyncServerErrorRetryHandler(max_retry_count=SLACK_RETRIES, interval_calculator=interval),
-    ]
-
-
-def _sdk_logger(name: str) -> logging.Logger:
-    """A logger for slack_sdk clients with its own level set: with none, slack_sdk logs every retry at INFO."""
-    logger = logging.getLogger(name)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(max(logging.getLogger("dispatch_bot").getEffectiveLevel(), logging.DEBUG))
-    return logger
 
 
 class _DropMessage(logging.Filter):
@@ -210,6 +185,9 @@ class SlackTransport:
         if _BOLT_TOKEN_WARNING not in bolt_log.filters:
             bolt_log.addFilter(_BOLT_TOKEN_WARNING)
         self.app = AsyncApp(
+            # Named here: without a name Bolt takes its caller's file name from inspect.stack(), which reads the
+            # source of every frame and resolves the path of every loaded module (35-70 ms at each start).
+            name="dispatch-bot",
             # Bolt gets a client without a token (authorize supplies it per request); ours posts messages.
             client=self.web_client(),
             signing_secret=settings.slack_signing_secret,
@@ -236,6 +214,7 @@ class SlackTransport:
         self._closed = False
         self._mask = typed_text_masker(settings)  # ops: secrets a person types are masked before anything sees them
         self.socket: AsyncSocketModeHandler | None = None  # Socket Mode: /healthz asks its connection
+        self._webhook = webhook_handler(runtime.gateway, runtime.supervisor, runtime.metrics)
         if runtime.supervisor is not None:
             runtime.supervisor.poster = self
 
@@ -541,31 +520,29 @@ class SlackTransport:
 
     def web_app(self, *, slack_events: bool = True) -> web.Application:
         """POST /slack/events (signed requests only; HTTP mode), POST /livekit/webhook, GET /healthz and /metrics."""
+        return serve_web_app(self, self.runtime.settings, slack_events=slack_events)
 
-        async def events(request: web.Request) -> web.Response:
-            bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(bolt_response)
+    async def events(self, request: web.Request) -> web.Response:
+        """`POST /slack/events`, once the request guard has passed it: Bolt's answer."""
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
 
-        async def healthz(_: web.Request) -> web.Response:
-            problems = await self.health()
-            if problems:
-                return web.json_response({"ok": False, "reason": "; ".join(problems)}, status=503)
-            return web.json_response({"ok": True})
+    async def webhook(self, request: web.Request) -> web.Response:
+        """`POST /livekit/webhook`."""
+        return await self._webhook(request)
 
-        # ops: signature, timestamp, replay and body checks before Bolt (bot/http_guard.py)
-        application = web.Application()
-        if slack_events:
-            guard = SlackRequestGuard(self.runtime.settings.slack_signing_secret)
-            application.middlewares.append(guard.middleware)
-            application.router.add_post("/slack/events", events)
-        runtime = self.runtime
-        application.router.add_post(WEBHOOK_PATH, webhook_handler(runtime.gateway, runtime.supervisor, runtime.metrics))
-        application.router.add_get("/healthz", healthz)
-        application.router.add_get("/metrics", runtime.metrics.handle)
-        return application
+    async def healthz(self, _: web.Request) -> web.Response:
+        """`GET /healthz`: 200 when nothing keeps the bot from serving, else 503 with the reasons."""
+        return health_response(await self.health())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """`GET /metrics`."""
+        return await self.runtime.metrics.handle(request)
 
     def socket_mode_handler(self) -> AsyncSocketModeHandler:
         """The Socket Mode connection, pinged every `slack.socket_check_interval`; /healthz follows it from now."""
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
         settings = self.runtime.settings
         self.socket = AsyncSocketModeHandler(
             self.app,
@@ -581,9 +558,9 @@ class SlackTransport:
         # is_connected() is a coroutine: called without await it is always truthy, and the check always passes.
         if self.socket is not None and not await self.socket.client.is_connected():
             problems.append(SOCKET_DOWN)
-        why = await self.runtime.audit.writable()
-        if why is not None:
-            problems.append(f"the audit database {self.runtime.settings.database} is not writable ({why})")
+        database = await database_problem(self.runtime.settings, self.runtime.audit)
+        if database is not None:
+            problems.append(database)
         return problems
 
     async def drain(self, followup_grace: float | None = None, timeout: float | None = None) -> None:
@@ -614,31 +591,8 @@ class SlackTransport:
         await self._http.close()  # a call after this (none is expected) gets a session of its own from slack_sdk
 
     async def check_tokens(self, *, socket_mode: bool) -> None:
-        """Ask Slack once at start whether the tokens work, so a wrong one stops the program with a sentence."""
-        settings = self.runtime.settings
-        checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [("SLACK_BOT_TOKEN", self.client.auth_test)]
-        if socket_mode:
-            app_client = self.web_client()
-            token = settings.slack_app_token
-            checks.append(("SLACK_APP_TOKEN", lambda: app_client.apps_connections_open(app_token=token)))
-        for name, call in checks:
-            try:
-                await call()
-            except SlackApiError as exc:
-                if _error_code(exc) and getattr(exc.response, "status_code", 0) == 200:  # Slack's own verdict
-                    raise SlackSetupError(
-                        f"Slack rejected {name} ({_why(exc)}): copy it again from the Slack app's settings."
-                    ) from None
-                raise SlackSetupError(
-                    f"Slack's Web API at {settings.slack_api_url} answered {_why(exc)} instead of Slack's answer: "
-                    "Slack (or a proxy in front of it) is failing, or SLACK_API_URL points elsewhere; try again "
-                    "later or fix SLACK_API_URL."
-                ) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise SlackSetupError(
-                    f"Cannot reach Slack at {settings.slack_api_url} ({_why(exc)}): check the network "
-                    "and SLACK_API_URL."
-                ) from None
+        """Ask Slack once whether the tokens work; SlackSetupError with a sentence when one does not."""
+        await check_tokens(self.runtime.settings, self.web_client, socket_mode=socket_mode)
 
 
 SOCKET_DOWN = "Slack's Socket Mode connection is down; reconnecting"
@@ -679,41 +633,6 @@ class SocketWatch:
                 log.warning("Socket Mode: reconnecting failed (%s); trying again in %g s", _why(exc), self.interval)
             else:
                 self.reconnects += 1
-
-
-class SlackSetupError(Exception):
-    """Slack would not accept the configured tokens; one sentence."""
-
-
-class SlackDeliveryError(Exception):
-    """A reply Slack did not take."""
-
-
-def _error_code(exc: BaseException) -> str:
-    """Slack's `error` in an `{"ok": false}` answer; "" when the answer was not Slack's JSON (a proxy's page)."""
-    if not isinstance(exc, SlackApiError):
-        return ""
-    data = getattr(exc.response, "data", None)  # a str for text/plain, absent when the JSON did not parse
-    return str(data.get("error") or "") if isinstance(data, dict) else ""
-
-
-def _why(exc: BaseException) -> str:
-    """A failed Slack call in a few words: Slack's error code, the HTTP status, or what the network did."""
-    if isinstance(exc, SlackApiError):
-        status = getattr(exc.response, "status_code", None) or getattr(exc.response, "status", None)
-        code = _error_code(exc)
-        if code:
-            return code if status in (None, 200) else f"HTTP {status}, {code}"
-        return f"HTTP {status}" if status else "an answer that is not Slack's"
-    if isinstance(exc, SlackDeliveryError):
-        return str(exc)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "could not connect"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return "the connection was closed without an answer"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    return type(exc).__name__
 
 
 def not_posted_note(why: str) -> Text:

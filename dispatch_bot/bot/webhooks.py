@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .livekit_gateway import LiveKitGateway, WebhookIgnored, WebhookRejected
 from .observability import Metrics
+from .starting import WEBHOOK_PATH
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:  # livekit-api is loaded with the gateway, when LiveKit is first called or a webhook comes
+    from .livekit_gateway import LiveKitGateway
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/livekit/webhook"
+__all__ = ["WEBHOOK_PATH", "webhook_handler"]
 MAX_BODY = 1024 * 1024  # LiveKit's events are a few kB; anything near this is not one
 BODY_TIMEOUT = 10.0
 
@@ -56,6 +60,8 @@ def webhook_handler(
         if not authorization:
             log.warning("webhook refused: no Authorization header (is this LiveKit, with webhook.api_key set?)")
             return refused("no_authorization", 401, "unauthorized")
+        from .livekit_gateway import WebhookIgnored, WebhookRejected
+
         try:
             event = gateway.webhook_event(body, authorization)
         except WebhookRejected as exc:
