@@ -339,7 +339,8 @@ class RoundResult:
     errors: int
     first_error: str
     # The bot's own account from GET /metrics over the round: mean ms per occurrence of each step of a command
-    # (queue, command, watch, audit, deliver, thread) and of each LiveKit method, and LiveKit calls per command.
+    # (queue, command, audit, deliver, thread; watch only when a watch was written on its own) and of each LiveKit
+    # method, and LiveKit calls per command.
     steps_ms: dict[str, float] = field(default_factory=dict)
     livekit_ms: dict[str, float] = field(default_factory=dict)
     livekit_calls: dict[str, float] = field(default_factory=dict)

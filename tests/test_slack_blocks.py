@@ -13,6 +13,7 @@ import pytest
 from slack_sdk.models.blocks import Block
 
 from dispatch_bot.bot.render import to_slack
+from dispatch_bot.commands.dispatch import refresh_button, stop_button
 from dispatch_bot.commands.reply import Button, JoinLink, Reply, text
 from tests.conftest import SIGNING_SECRET, BotUnderTest, all_text
 from tests.fakes.livekit_server import FakeLiveKit
@@ -166,5 +167,21 @@ def test_a_reply_too_long_for_any_message_is_cut_with_a_word() -> None:
     shown = sum(b["text"]["text"].count("• line ") for b in blocks if b["type"] == "section")
     assert shown + int(more.group(1).replace(",", "")) == 2000
     assert len(fallback) == 3000 and fallback.endswith("…")
+    for raw in blocks:
+        assert Block.parse(raw).to_dict() == raw  # type: ignore[union-attr]
+
+
+def test_buttons_and_their_confirmations_are_what_slack_sdks_models_make() -> None:
+    long_label = Button(
+        "dispatch_again", "L" * 200, "captions my-room", style="primary", confirm=text("{x}", x="y" * 900)
+    )
+    reply = Reply(
+        "ok",
+        [text("sent *{agent}* into *{room}*", agent="speech-processing", room="my-room")],
+        buttons=[stop_button("speech-processing", "my-room", "AD_abc"), refresh_button("my-room"), long_label],
+        link=JoinLink("https://meet.example.com/?token=t", label="Join my-room"),
+    )
+    _, blocks = to_slack(reply)
+    assert [b["type"] for b in blocks] == ["section", "actions", "actions"]
     for raw in blocks:
         assert Block.parse(raw).to_dict() == raw  # type: ignore[union-attr]

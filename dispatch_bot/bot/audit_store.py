@@ -133,6 +133,18 @@ _HASHED = len(HASHED_COLUMNS)  # HASHED_COLUMNS are the first columns of COLUMNS
 STREAM_CHUNK = 2_000  # rows fetched per trip to SQLite's thread when streaming
 
 
+def _content(entry: AuditRecord) -> dict[str, Any]:
+    """A row's columns as the command gave them; its id, time and hashes are added when it is appended."""
+    actor = entry.actor
+    return {
+        "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
+        "channel_name": actor.channel_name, "user_id": actor.user_id, "user_name": actor.user_name,
+        "raw_text": entry.raw_text, "action": entry.action, "agent": entry.agent, "room": entry.room,
+        "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
+        "duration_ms": entry.duration_ms,
+    }  # fmt: skip
+
+
 def row_hash(prev_hash: str, content: dict[str, Any]) -> str:
     return _hash_values(prev_hash, [content[c] for c in HASHED_COLUMNS])
 
@@ -479,6 +491,7 @@ class AuditStore:
         # The chain's tip as this store last wrote it; the append checks it still holds, and re-reads when not.
         self._tip: tuple[int, str, str] | None = None
         self.observe_append: Callable[[float], None] | None = None  # seconds each record() took (metrics)
+        self.observe_group: Callable[[int], None] | None = None  # writes in each group committed (metrics)
 
     @classmethod
     async def open(
@@ -589,6 +602,8 @@ class AuditStore:
                 if not future.done():
                     future.set_exception(exc)
             return True
+        if self.observe_group is not None:
+            self.observe_group(len(group))
         for (_, future), value in zip(group, results, strict=True):
             if not future.done():
                 future.set_result(value)
@@ -618,18 +633,33 @@ class AuditStore:
                 self.observe_append(time.perf_counter() - started)
 
     async def _record(self, entry: AuditRecord) -> int:
-        actor = entry.actor
-        content: dict[str, Any] = {
-            "source": actor.source, "team_id": actor.team_id, "channel_id": actor.channel_id,
-            "channel_name": actor.channel_name, "user_id": actor.user_id, "user_name": actor.user_name,
-            "raw_text": entry.raw_text, "action": entry.action, "agent": entry.agent, "room": entry.room,
-            "dispatch_id": entry.dispatch_id, "outcome": entry.outcome, "detail": entry.detail,
-            "duration_ms": entry.duration_ms,
-        }  # fmt: skip
+        content = _content(entry)
         try:
             return await self.write(lambda db: self._append(db, content, entry.received_id))
         except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
             raise self._write_failed(exc) from None
+
+    async def record_with_watches(
+        self, entries: Sequence[AuditRecord], watches: Sequence[WatchRecord]
+    ) -> list[WatchRecord]:
+        """Add the watches and append the rows, in this order, in one transaction: one commit for all, or none of
+        it written (AuditError, one sentence). Returns the watches as stored (with their ids)."""
+        started = time.perf_counter()
+        contents = [(_content(entry), entry.received_id) for entry in entries]
+
+        def work(db: sqlite3.Connection) -> list[WatchRecord]:
+            stored = [_add_watch(db, watch) for watch in watches]
+            for content, received_id in contents:
+                self._append(db, content, received_id)
+            return stored
+
+        try:
+            return await self.write(work)
+        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
+            raise self._write_failed(exc) from None
+        finally:
+            if self.observe_append is not None:
+                self.observe_append(time.perf_counter() - started)
 
     def _append(self, db: sqlite3.Connection, content: dict[str, Any], received_id: int) -> int:
         """In SQLite's thread, inside a group transaction: the row on the chain's tip, and the end of its
@@ -1031,6 +1061,26 @@ def _watch(row: Any) -> WatchRecord:
     return WatchRecord(**values)
 
 
+def _add_watch(db: sqlite3.Connection, record: WatchRecord) -> WatchRecord:
+    """In SQLite's thread, inside a transaction: the watch added, or an open watch of the same dispatch updated."""
+    updated = db.execute(
+        "UPDATE watches SET keep = MAX(keep, ?), "
+        "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
+        "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
+        f"RETURNING {', '.join(_WATCH_COLUMNS)}",
+        (int(record.keep), record.channel_id, record.room, record.dispatch_id),
+    ).fetchall()
+    if updated:
+        return _watch(updated[0])
+    columns = [c for c in _WATCH_COLUMNS if c != "id"]
+    values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
+    rows = db.execute(
+        f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
+        values,
+    ).fetchall()
+    return replace(record, id=int(rows[0][0]))
+
+
 class WatchStore:
     """Agent supervision's desired state, in the audit database so that a restart loses nothing."""
 
@@ -1051,26 +1101,7 @@ class WatchStore:
 
     async def add(self, record: WatchRecord) -> WatchRecord:
         """Watch a dispatch; an open watch of the same dispatch is updated instead (keep is only ever turned on)."""
-
-        def work(db: sqlite3.Connection) -> WatchRecord:
-            updated = db.execute(
-                "UPDATE watches SET keep = MAX(keep, ?), "
-                "channel_id = CASE WHEN channel_id = '' THEN ? ELSE channel_id END "
-                "WHERE room = ? AND dispatch_id = ? AND state != 'closed' "
-                f"RETURNING {', '.join(_WATCH_COLUMNS)}",
-                (int(record.keep), record.channel_id, record.room, record.dispatch_id),
-            ).fetchall()
-            if updated:
-                return _watch(updated[0])
-            columns = [c for c in _WATCH_COLUMNS if c != "id"]
-            values = [int(v) if isinstance(v, bool) else v for v in (getattr(record, c) for c in columns)]
-            rows = db.execute(
-                f"INSERT INTO watches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) RETURNING id",
-                values,
-            ).fetchall()
-            return replace(record, id=int(rows[0][0]))
-
-        return await self._write(work)
+        return await self._write(lambda db: _add_watch(db, record))
 
     async def save(self, before: WatchRecord, after: WatchRecord) -> bool:
         """Write what changed from `before` to `after`, only if the watch is still in `before`'s state and dispatch.

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,6 +25,8 @@ from ..commands.ports import BackendError, DispatchInfo, ErrorKind, JobInfo, Par
 from ..commands.ports import JobStatus as JobStatusName
 
 if TYPE_CHECKING:
+    from aiohttp.connector import Connection
+
     from .observability import Metrics
 
 T = TypeVar("T")
@@ -115,22 +116,15 @@ class WebhookIgnored(Exception):
 _RETRY_AFTER: ContextVar[float | None] = ContextVar("retry_after", default=None)
 
 
-async def _note_retry_after(
-    _session: aiohttp.ClientSession, _context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-) -> None:
-    value = params.response.headers.get("Retry-After", "")
-    _RETRY_AFTER.set(float(value) if value.strip().isdigit() else None)
+class _NotedResponse(aiohttp.ClientResponse):
+    """An answer that notes its Retry-After for the task that asked (a trace config did this, at about a twentieth
+    of the bot's CPU per dispatch: aiohttp then sends every request's signals)."""
 
-
-# The Twirp method (CreateDispatch, ListRooms...) of the call in progress in this task, for the metrics.
-_TWIRP_METHOD: ContextVar[str] = ContextVar("twirp_method", default="")
-
-
-async def _note_method(
-    _session: aiohttp.ClientSession, _context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
-) -> None:
-    if not _TWIRP_METHOD.get():  # the first request of a call names it (not the ListRooms that explains a 503)
-        _TWIRP_METHOD.set(params.url.path.rsplit("/", 1)[-1])
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        response = await super().start(connection)
+        value = self.headers.get("Retry-After", "")
+        _RETRY_AFTER.set(float(value) if value.strip().isdigit() else None)
+        return response
 
 
 # livekit-api's tokens last 6 hours; one is reused for 10 minutes, then signed again.
@@ -192,11 +186,8 @@ class LiveKitGateway:
     def _client(self) -> api.LiveKitAPI:
         # LiveKitAPI opens an aiohttp session, so it is made on first use inside the running loop.
         if self._api is None:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_end.append(_note_retry_after)
-            trace.on_request_start.append(_note_method)
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout), trace_configs=[trace]
+                timeout=aiohttp.ClientTimeout(total=self._timeout), response_class=_NotedResponse
             )
             self._api = api.LiveKitAPI(self._server_url, self._api_key, self._api_secret, session=self._session)
             signed = SignedHeaders(self._api.room._auth_header)
@@ -221,33 +212,43 @@ class LiveKitGateway:
         return any(r.name == room for r in response.rooms)
 
     async def get_room(self, room: str) -> RoomInfo | None:
-        response = await self._call(lambda: self._client().room.list_rooms(api.ListRoomsRequest(names=[room])), room)
+        response = await self._call(
+            "ListRooms", lambda: self._client().room.list_rooms(api.ListRoomsRequest(names=[room])), room
+        )
         return next((_room(r) for r in response.rooms if r.name == room), None)
 
     async def list_rooms(self) -> list[RoomInfo]:
-        response = await self._call(lambda: self._client().room.list_rooms(api.ListRoomsRequest()), "")
+        response = await self._call("ListRooms", lambda: self._client().room.list_rooms(api.ListRoomsRequest()), "")
         return sorted((_room(r) for r in response.rooms), key=lambda r: r.name)
 
     async def list_dispatches(self, room: str) -> list[DispatchInfo]:
-        found = await self._call(lambda: self._client().agent_dispatch.list_dispatch(room), room)
+        found = await self._call("ListDispatch", lambda: self._client().agent_dispatch.list_dispatch(room), room)
         return [_dispatch(d) for d in found]
 
     async def get_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo | None:
-        found = await self._call(lambda: self._client().agent_dispatch.get_dispatch(dispatch_id, room), room)
+        found = await self._call(  # livekit-api asks ListDispatch with the id
+            "ListDispatch", lambda: self._client().agent_dispatch.get_dispatch(dispatch_id, room), room
+        )
         return _dispatch(found) if found is not None else None
 
     async def create_dispatch(self, agent_name: str, room: str, metadata: str) -> DispatchInfo:
         request = api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
-        return _dispatch(await self._call(lambda: self._client().agent_dispatch.create_dispatch(request), room))
+        return _dispatch(
+            await self._call("CreateDispatch", lambda: self._client().agent_dispatch.create_dispatch(request), room)
+        )
 
     async def delete_dispatch(self, dispatch_id: str, room: str) -> DispatchInfo:
         return _dispatch(
-            await self._call(lambda: self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room)
+            await self._call(
+                "DeleteDispatch", lambda: self._client().agent_dispatch.delete_dispatch(dispatch_id, room), room
+            )
         )
 
     async def list_participants(self, room: str) -> list[Participant]:
         response = await self._call(
-            lambda: self._client().room.list_participants(api.ListParticipantsRequest(room=room)), room
+            "ListParticipants",
+            lambda: self._client().room.list_participants(api.ListParticipantsRequest(room=room)),
+            room,
         )
         return [_participant(p) for p in response.participants]
 
@@ -287,10 +288,10 @@ class LiveKitGateway:
             token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=a) for a in agents]))
         return token.to_jwt()
 
-    async def _call(self, call: Callable[[], Awaitable[T]], room: str) -> T:
+    async def _call(self, method: str, call: Callable[[], Awaitable[T]], room: str) -> T:
+        """`call` (livekit-api's for the Twirp `method`) with the gateway's time bound, retry and error sentences."""
         if self.metrics is None:
             return await self._request(call, room)
-        _TWIRP_METHOD.set("")
         started = time.perf_counter()
         kind = ""
         try:
@@ -299,7 +300,7 @@ class LiveKitGateway:
             kind = exc.kind
             raise
         finally:
-            self.metrics.livekit_call_done(_TWIRP_METHOD.get(), time.perf_counter() - started, kind)
+            self.metrics.livekit_call_done(method, time.perf_counter() - started, kind)
 
     async def _request(self, call: Callable[[], Awaitable[T]], room: str) -> T:
         loop = asyncio.get_running_loop()

@@ -97,10 +97,17 @@ class Metrics:
             "dispatch_bot_audit_append_seconds", "Audit row appends, durable commit included",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=r,
         )  # fmt: skip
+        self.audit_group = Histogram(
+            "dispatch_bot_audit_group_writes",
+            "Transactions committed by the audit database's group writer (each one disk sync), by how many writes "
+            "each held (a command's rows with its watches are one write)",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=r,
+        )  # fmt: skip
         self.command_step = Histogram(
             "dispatch_bot_command_step_seconds",
             "Where a command's time goes: queue (waiting for a slot), then within its slot groups (user groups read), "
-            "command (its own work, LiveKit calls and watch included), watch (the watch written), audit (its rows), "
+            "command (its own work, LiveKit calls included), audit (its rows, with the watches it asked for), watch "
+            "(a watch written on its own, when that combined write failed), "
             "deliver (the reply posted), thread (the message noted for alerts' threads)",
             ["step"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,

@@ -76,6 +76,7 @@ class Runtime:
         self.metrics = Metrics()  # this bot's own registry: /metrics shows it
         gateway.metrics = self.metrics
         audit.observe_append = self.metrics.audit_append.observe
+        audit.observe_group = self.metrics.audit_group.observe
         self.runner = CommandRunner(audit, on_finished=self.metrics.command_finished, on_step=self.metrics.step_done)
         self.command_settings = settings.command_settings()
         self.locks = KeyedLocks()  # shared by every command of this process

@@ -107,6 +107,10 @@ class Supervisor:
         self.runtime.metrics.step_done("watch", time.monotonic() - started)
         self._schedule(stored)
 
+    def watched(self, records: Sequence[WatchRecord]) -> None:
+        for record in records:
+            self._schedule(record)
+
     async def close(self, room: str, dispatch_ids: Sequence[str], reason: str) -> None:
         await self.store.close(room, list(dispatch_ids), reason)
 

@@ -24,6 +24,7 @@ from .ports import (
     DispatchBackend,
     PeopleDirectory,
     RoomSignals,
+    WatchRecord,
     WatchRegistry,
 )
 from .reply import Mention, Text
@@ -146,6 +147,8 @@ class CommandContext:
     counted: bool = False  # this command has been counted against its person's limit already
     # What the command had resolved when it failed, so an error's audit row still names agent and room.
     facts: dict[str, str] = field(default_factory=dict)
+    # Dispatches to watch: the runner writes them with the command's audit row, in its transaction, before the reply.
+    to_watch: list[WatchRecord] = field(default_factory=list)
 
     def note(self, **facts: str) -> None:
         self.facts.update(facts)

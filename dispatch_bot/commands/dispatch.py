@@ -128,7 +128,7 @@ async def _dispatch(
         detail += "; room was not running and was created"
     if keep:
         lines.append(messages.keep_on(agent.name))
-    await watch(ctx, agent.name, room, room_sid, created.id, keep)
+    watch(ctx, agent.name, room, room_sid, created.id, keep)
     base.lines = [*lines, messages.waiting_for_join(ctx.settings.followup_timeout)]
     base.visibility = "in_channel"
     base.dispatch_id = created.id
@@ -200,11 +200,12 @@ def _stale_words(kind: str, reason: str) -> str:
     return "no worker ever took its job"
 
 
-async def watch(ctx: CommandContext, agent: str, room: str, room_sid: str, dispatch_id: str, keep: bool) -> None:
+def watch(ctx: CommandContext, agent: str, room: str, room_sid: str, dispatch_id: str, keep: bool) -> None:
+    """Have the dispatch watched: the runner writes the watch in its audit row's transaction, before any reply."""
     if ctx.watches is None:
         return
     actor = ctx.actor
-    await ctx.watches.watch(
+    ctx.to_watch.append(
         WatchRecord(
             room=room,
             agent=agent,
@@ -244,7 +245,7 @@ async def _already_there(
         base.detail = f"already dispatched, on its way: {', '.join(ids)}"
     if keep and ids:
         for dispatch_id in ids:
-            await watch(ctx, agent.name, room, "", dispatch_id, keep=True)
+            watch(ctx, agent.name, room, "", dispatch_id, keep=True)
         base.lines.append(messages.keep_on(agent.name))
         base.detail += "; --keep on"
     base.lines += warnings

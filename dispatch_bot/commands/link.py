@@ -134,7 +134,7 @@ async def run(ctx: CommandContext, tokens: list[str]) -> Reply:
                     replaced = await remove_stale(ctx, agent_name, room, found)
                     lines.append(messages.stale_replaced(agent_name, room, replaced, found.why))
                 created = await ctx.backend.create_dispatch(agent_name, room, "")
-                await watch(ctx, agent_name, room, room_info.sid, created.id, keep=False)
+                watch(ctx, agent_name, room, room_info.sid, created.id, keep=False)
             dispatched.append(created.id)
             lines.append(messages.link_agent_dispatched(agent_name, created.id))
         lines.insert(0, messages.link_room_running(room))

@@ -202,6 +202,13 @@ class AuditRecord:
 class AuditSink(Protocol):
     async def record(self, entry: AuditRecord) -> int: ...
 
+    async def record_with_watches(
+        self, entries: Sequence[AuditRecord], watches: Sequence[WatchRecord]
+    ) -> list[WatchRecord]:
+        """The watches added and the rows appended in one transaction, or nothing written (AuditError); returns the
+        watches as stored."""
+        ...
+
 
 class AuditError(Exception):
     """The audit log could not be written; the message is one sentence without secrets."""
@@ -329,6 +336,10 @@ class WatchRegistry(Protocol):
     """Where commands put the agents they send (so they are watched) and take those they remove."""
 
     async def watch(self, record: WatchRecord) -> None: ...
+
+    def watched(self, records: Sequence[WatchRecord]) -> None:
+        """These watches were written (with their command's audit row, as stored): supervise them from now."""
+        ...
 
     async def close(self, room: str, dispatch_ids: Sequence[str], reason: str) -> None:
         """Stop watching these dispatches (the bot removes them itself: no alert when their agents leave)."""

@@ -13,7 +13,7 @@ from dataclasses import replace
 from . import messages
 from .context import RESERVED_WORDS, CommandContext, Denied, Refusal, UsageError
 from .grammar import GrammarError, closest, tokenize
-from .ports import AuditError, AuditRecord, AuditSink, BackendError
+from .ports import AuditError, AuditRecord, AuditSink, BackendError, WatchRecord
 from .registry import COMMANDS, Command
 from .reply import Reply
 
@@ -61,6 +61,37 @@ def _log_value(value: object) -> str:
 
 
 _PLAIN_WORD = re.compile(r"[^\s\"=\\]+")
+
+
+def _failed(ctx: CommandContext, tokens: list[str], exc: BackendError | AuditError) -> Reply:
+    """The reply to a command that LiveKit or the database failed: its sentence, and what the command had noted."""
+    sentence = exc.sentence if isinstance(exc, BackendError) else str(exc)
+    return Reply(
+        "error",
+        [messages.backend_error(sentence)],
+        detail=sentence,
+        action=_closest_command(tokens, ctx).name,
+        agent=ctx.facts.get("agent", ""),
+        room=ctx.facts.get("room", ""),
+        dispatch_id=ctx.facts.get("dispatch_id", ""),
+    )
+
+
+def _entry(ctx: CommandContext, raw: str, reply: Reply, started: float, received_id: int = 0) -> AuditRecord:
+    return AuditRecord(
+        actor=ctx.actor,
+        raw_text=raw[:MAX_RAW_TEXT].encode("utf-8", "backslashreplace").decode("utf-8"),
+        action=reply.action or "unknown",
+        outcome=reply.outcome,
+        agent=reply.agent,
+        room=reply.room,
+        dispatch_id=reply.dispatch_id,
+        detail=reply.detail,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        received_id=received_id,
+    )
+
+
 FinishedHook = Callable[[str, str], None]  # (action, outcome) of each command and follow-up that finished
 StepHook = Callable[[str, float], None]  # (step, seconds): "command" (its own work) and "audit" (its rows)
 
@@ -104,29 +135,40 @@ class CommandRunner:
         except GrammarError as exc:
             reply = _invalid(ctx, str(exc), _closest_command(tokens, ctx))
         except (BackendError, AuditError) as exc:
-            sentence = exc.sentence if isinstance(exc, BackendError) else str(exc)
-            reply = Reply(
-                "error",
-                [messages.backend_error(sentence)],
-                detail=sentence,
-                action=_closest_command(tokens, ctx).name,
-                agent=ctx.facts.get("agent", ""),
-                room=ctx.facts.get("room", ""),
-                dispatch_id=ctx.facts.get("dispatch_id", ""),
-            )
+            reply = _failed(ctx, tokens, exc)
         except Exception:
             ref = secrets.token_hex(4)
             log.exception("command failed (reference %s)", ref)
             reply = Reply("error", [messages.internal_error(ref)], detail=f"internal error, reference {ref}")
         worked = time.monotonic()
-        for done in reply.prior:
-            await self._record(ctx, raw, done, started, request_id)
-        await self._record(ctx, raw, reply, started, request_id, received_id=ctx.received_id)
+        reply = await self._record_command(ctx, raw, tokens, reply, started, request_id)
         if self.on_step is not None:
             self.on_step("command", worked - started)
             self.on_step("audit", time.monotonic() - worked)
         if reply.followup is not None:
             reply.followup = self._audited_followup(ctx, raw, reply, request_id)
+        return reply
+
+    async def _record_command(
+        self, ctx: CommandContext, raw: str, tokens: list[str], reply: Reply, started: float, request_id: str
+    ) -> Reply:
+        """The command's rows (its earlier steps' and its own) and the watches it asked for, all durable before the
+        reply is shown: in one transaction (one disk sync) when it can; when that fails, nothing of it is written
+        and they go one by one, the watches first, as if written during the command: one that fails makes the
+        reply its error (no reply says the bot watches an agent it does not)."""
+        watches, ctx.to_watch = ctx.to_watch, []
+        if watches:
+            assert ctx.watches is not None  # a command asks for watches only when supervision runs
+            if await self._record_with_watches(ctx, raw, reply, started, request_id, watches):
+                return reply
+            try:
+                for record in watches:
+                    await ctx.watches.watch(record)
+            except AuditError as exc:
+                reply = _failed(ctx, tokens, exc)
+        for done in reply.prior:
+            await self._record(ctx, raw, done, started, request_id)
+        await self._record(ctx, raw, reply, started, request_id, received_id=ctx.received_id)
         return reply
 
     def _audited_followup(
@@ -154,21 +196,28 @@ class CommandRunner:
 
         return run
 
+    async def _record_with_watches(
+        self, ctx: CommandContext, raw: str, reply: Reply, started: float, request_id: str, watches: list[WatchRecord]
+    ) -> bool:
+        """The command's rows (its earlier steps' and its own) and its watches in one transaction, one disk sync;
+        False when it failed (nothing of it is written)."""
+        assert ctx.watches is not None
+        entries = [_entry(ctx, raw, done, started) for done in reply.prior]
+        entries.append(_entry(ctx, raw, reply, started, ctx.received_id))
+        try:
+            stored = await self.audit.record_with_watches(entries, watches)
+        except AuditError as exc:
+            log.warning("audit write with watches failed, writing them one by one: %s", exc)
+            return False
+        ctx.watches.watched(stored)
+        for entry in entries:
+            self._finished(ctx, entry, request_id)
+        return True
+
     async def _record(
         self, ctx: CommandContext, raw: str, reply: Reply, started: float, request_id: str, *, received_id: int = 0
     ) -> None:
-        entry = AuditRecord(
-            actor=ctx.actor,
-            raw_text=raw[:MAX_RAW_TEXT].encode("utf-8", "backslashreplace").decode("utf-8"),
-            action=reply.action or "unknown",
-            outcome=reply.outcome,
-            agent=reply.agent,
-            room=reply.room,
-            dispatch_id=reply.dispatch_id,
-            detail=reply.detail,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            received_id=received_id,
-        )
+        entry = _entry(ctx, raw, reply, started, received_id)
         try:
             await self.audit.record(entry)
         except AuditError as exc:
