@@ -309,6 +309,17 @@ def _describe(exc: BaseException) -> str:
 _AGENT_OF_ROW = "id IN (SELECT row_id FROM audit_agents WHERE agent = ?)"
 
 
+def _export_sql(query: AuditQuery | None, limit: int | None, select: str) -> tuple[str, list[Any]]:
+    """The statement of an export or a walk over the rows: the filters (an agent also in a link's list), newest
+    first, at most `limit`."""
+    where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
+    sql = f"{select}{where} ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
+
+
 async def _chunks(cursor: aiosqlite.Cursor) -> AsyncGenerator[list[tuple[Any, ...]], None]:
     """The cursor's rows, STREAM_CHUNK at a time, the next chunk fetched while the caller handles this one."""
     pending = asyncio.ensure_future(cursor.fetchmany(STREAM_CHUNK))
@@ -784,11 +795,7 @@ class AuditStore:
     ) -> AsyncIterator[list[tuple[Any, ...]]]:
         """What `rows` yields, as lists of value tuples in COLUMNS order: exports stream a million rows with one
         trip to SQLite's thread per STREAM_CHUNK rows and no object per row."""
-        where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
-        sql = f"{select}{where} ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = _export_sql(query, limit, select)
         try:
             async with self._db.execute(sql, params) as cursor, contextlib.aclosing(_chunks(cursor)) as chunks:
                 async for chunk in chunks:
@@ -811,11 +818,7 @@ class AuditStore:
         the query on a connection of its own (one snapshot of the log) and writes each row as it comes, as a plain
         sqlite3 loop does: no trip to the event loop between rows or chunks, and memory stays flat. Cancelled, it
         interrupts the query and waits for the thread."""
-        where, params = _where(query or AuditQuery(), f"(agent = ? OR {_AGENT_OF_ROW})")
-        sql = f"{_SELECT}{where} ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = _export_sql(query, limit, _SELECT)
         try:
             reader = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
         except sqlite3.Error as exc:
