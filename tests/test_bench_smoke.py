@@ -52,6 +52,7 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     elif name == "audit_prune":
         assert report["pruned"]["rows"] == 150 and report["verify"]["intact"]
         assert report["pruned"]["batches"] == 4  # 150 rows, 40 at a time
+        assert report["config"]["after"] and "after" in report  # the same time without a prune, for comparison
     elif name == "memory":
         assert report["errors"] == 0
         assert [s["commands"] for s in report["samples"]] == [6, 12] and report["baseline_rss_mb"] > 0
