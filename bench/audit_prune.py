@@ -209,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between commands")
     parser.add_argument("--quiet", type=float, default=5.0, help="seconds of commands before the prune (baseline)")
     parser.add_argument("--batch", type=int, default=PRUNE_BATCH_ROWS, help="rows per prune transaction")
-    parser.add_argument("--no-after", dest="after", action="store_false",
-                        help="skip the phase after the prune (as long as the prune took, without one)")
+    parser.add_argument(
+        "--no-after",
+        dest="after",
+        action="store_false",
+        help="skip the phase after the prune (as long as the prune took, without one)",
+    )
     parser.add_argument("--keep", metavar="PATH", help="fill PATH once and prune a copy of it on every run")
     parser.add_argument("--dir", default=None, help="where the temporary files go (default: system temp)")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip verifying the chain after")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
@@ -262,3 +264,25 @@ async def test_concurrent_commands_each_leave_a_row(bot: BotUnderTest, livekit: 
     await asyncio.gather(*(bot.reply(f"list room-{i}") for i in range(10)))
     rows = bot.audit_rows()
     assert sorted(r["room"] for r in rows) == sorted(f"room-{i}" for i in range(10))
+
+
+async def test_the_follow_up_looks_after_one_interval_not_at_once(
+    start_bot: Callable[..., Any], livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    """A worker takes time to accept a job and join: a look right after the reply would find nothing and cost a
+    call. The follow-up's first look comes one `followup_interval` later, and here finds the agent."""
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+    livekit.job_delay = 0.15  # the agent joins 150 ms after its dispatch, within the first interval
+    bot = await start_bot("livekit:\n  followup_interval: 600ms\n  followup_timeout: 10s\n  request_timeout: 2s\n")
+
+    await bot.command("captions my-room")
+    update = await slack.wait_for_web_call("chat.update")
+    assert "The agent joined as" in all_text(update.params)
+
+    methods = [r.method for r in livekit.requests]
+    created_at = methods.index("CreateDispatch")
+    # the look before the dispatch asked once; after it, the follow-up's one look found the agent
+    assert methods[:created_at].count("ListParticipants") == 1
+    assert methods[created_at + 1 :].count("ListParticipants") == 1
+    assert [(r["action"], r["outcome"]) for r in bot.audit_rows()] == [("dispatch", "ok"), ("followup", "ok")]

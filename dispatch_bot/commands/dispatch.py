@@ -291,7 +291,19 @@ def _followup(
                 buttons=first.buttons,
             )
 
+        async def wait(seconds: float) -> None:
+            remaining = max(0.0, min(seconds, deadline - time.monotonic()))
+            if ctx.signals is not None:
+                await ctx.signals.wait_change(room, remaining)
+            else:
+                await asyncio.sleep(remaining)
+
         try:
+            # No look at once: the reply went out moments after the dispatch was made, and a worker takes longer
+            # than that to accept the job and join (a look now would find nothing, at the cost of a call). The
+            # first look comes after one `followup_interval` (never slowed by webhooks, which may have told of an
+            # early join before this wait began), or sooner when a webhook names the room.
+            await wait(ctx.settings.followup_interval)
             while True:
                 participants = await ctx.backend.list_participants(room)
                 new = [p for p in agents_named(participants, agent.name) if p.identity not in before]
@@ -312,11 +324,7 @@ def _followup(
                 interval = ctx.settings.followup_interval
                 if ctx.signals is not None and ctx.signals.events_flowing():
                     interval *= EVENT_DRIVEN_SLOWDOWN  # the agent's participant_joined wakes it; the look is a backstop
-                remaining = max(0.0, min(interval, deadline - time.monotonic()))
-                if ctx.signals is not None:
-                    await ctx.signals.wait_change(room, remaining)
-                else:
-                    await asyncio.sleep(remaining)
+                await wait(interval)
         except BackendError as exc:
             if exc.kind == "not_running":
                 return result("error", [messages.dispatch_vanished(created.id, room)], "dispatch gone: room closed")
