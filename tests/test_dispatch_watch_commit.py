@@ -1,4 +1,5 @@
 """A dispatch's watch and its audit row: one transaction, one disk sync, both on disk before the reply is shown.
+Its follow-up's row and the watch marked present (the agent seen): one transaction too.
 
 When that write fails, the person is told what failed, as when the two were written one after the other: a watch
 that cannot be written is the command's error (no reply says the bot watches the agent); an audit row that cannot
@@ -30,10 +31,19 @@ def watches(bot: BotUnderTest) -> list[tuple[str, str, str]]:
         return list(db.execute("SELECT room, dispatch_id, state FROM watches ORDER BY id"))
 
 
-def refuse_inserts(database: str | Path, table: str, why: str) -> None:
-    """Another program makes the file refuse new rows in `table` (as a full disk or a broken file would)."""
+def refuse_inserts(database: str | Path, table: str, why: str, *, change: str = "INSERT") -> None:
+    """Another program makes the file refuse new rows (or with `change`, updates) in `table`, as a full disk or a
+    broken file would."""
     with sqlite3.connect(database) as db:
-        db.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, '{why}'); END")
+        db.execute(
+            f"CREATE TRIGGER refuse_{change.lower()}_{table} BEFORE {change} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{why}'); END"
+        )
+
+
+def watch_states(bot: BotUnderTest) -> list[tuple[str, str]]:
+    with sqlite3.connect(bot.runtime.settings.database) as db:
+        return list(db.execute("SELECT state, identity FROM watches ORDER BY id"))
 
 
 async def test_a_dispatch_writes_its_watch_and_its_row_in_one_commit_before_the_reply(
@@ -94,3 +104,41 @@ async def test_an_audit_row_that_cannot_be_written_warns_under_the_reply_and_the
     dispatch_id = livekit.dispatches("my-room")[-1].id
     assert watches(bot)[0][:2] == ("my-room", dispatch_id)
     assert bot.audit_rows() == []
+
+
+async def test_a_follow_up_writes_its_row_and_the_agent_seen_in_one_commit(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+    await bot.reply("help")  # the bot's first write is behind it
+    before = await group_commits(bot)
+
+    await bot.command("captions my-room")
+    update = await slack.wait_for_web_call("chat.update")
+    identity = livekit.dispatches("my-room")[-1].state.jobs[0].state.participant_identity
+    assert f"The agent joined as `{identity}`" in all_text(update.params)
+    assert watch_states(bot) == [("present", identity)]
+    assert [(r["action"], r["outcome"]) for r in bot.audit_rows()][-2:] == [("dispatch", "ok"), ("followup", "ok")]
+    # the dispatch's row with its watch; the message noted for alerts' threads; the follow-up's row with the
+    # watch marked present
+    assert await group_commits(bot) == before + 3
+
+
+async def test_when_the_agent_seen_cannot_be_written_the_follow_up_row_still_is(
+    bot: BotUnderTest, livekit: FakeLiveKit, slack: FakeSlack
+) -> None:
+    livekit.add_room("my-room")
+    livekit.register_worker("speech-processing")
+    await bot.reply("help")
+    await bot.command("captions my-room")
+    await slack.wait_for_web_call("chat.postMessage")
+    # After the watch and the thread are written, the file refuses to mark the watch present.
+    refuse_inserts(bot.runtime.settings.database, "watches", "disk I/O error", change="UPDATE")
+
+    update = await slack.wait_for_web_call("chat.update")
+    identity = livekit.dispatches("my-room")[-1].state.jobs[0].state.participant_identity
+    text = all_text(update.params)
+    assert f"The agent joined as `{identity}`" in text and "Traceback" not in text
+    assert [(r["action"], r["outcome"]) for r in bot.audit_rows()][-2:] == [("dispatch", "ok"), ("followup", "ok")]
+    assert watch_states(bot) == [("waiting", "")]  # supervision's next look finds the agent, as before

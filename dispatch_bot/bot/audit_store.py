@@ -21,7 +21,7 @@ from typing import Any, TextIO, TypeVar, cast
 
 import aiosqlite
 
-from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow, WatchRecord
+from ..commands.ports import Actor, AuditError, AuditPage, AuditQuery, AuditRecord, AuditRow, Seen, WatchRecord
 
 SCHEMA_VERSION = 4
 GENESIS_HASH = "0" * 64
@@ -672,6 +672,25 @@ class AuditStore:
             if self.observe_append is not None:
                 self.observe_append(time.perf_counter() - started)
 
+    async def record_with_seen(self, entry: AuditRecord, seen: Sequence[Seen]) -> list[int]:
+        """Mark the dispatches' waiting watches present and append the row, in one transaction: one commit for
+        both, or nothing written (AuditError, one sentence). Returns the ids of the watches marked."""
+        started = time.perf_counter()
+        content = _content(entry)
+
+        def work(db: sqlite3.Connection) -> list[int]:
+            marked = [watch_id for one in seen for watch_id in _mark_seen(db, one)]
+            self._append(db, content, entry.received_id)
+            return marked
+
+        try:
+            return await self.write(work)
+        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
+            raise self._write_failed(exc) from None
+        finally:
+            if self.observe_append is not None:
+                self.observe_append(time.perf_counter() - started)
+
     def _append(self, db: sqlite3.Connection, content: dict[str, Any], received_id: int) -> int:
         """In SQLite's thread, inside a group transaction: the row on the chain's tip, and the end of its
         received-command record (the two commit together: a crash leaves one or the other)."""
@@ -1057,6 +1076,16 @@ def _watch(row: Any) -> WatchRecord:
     return WatchRecord(**values)
 
 
+def _mark_seen(db: sqlite3.Connection, seen: Seen) -> list[int]:
+    """In SQLite's thread, inside a transaction: the dispatch's waiting watch present, as the identity seen."""
+    rows = db.execute(
+        "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
+        "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
+        (seen.identity, seen.at, seen.room, seen.dispatch_id),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def _add_watch(db: sqlite3.Connection, record: WatchRecord) -> WatchRecord:
     """In SQLite's thread, inside a transaction: the watch added, or an open watch of the same dispatch updated."""
     updated = db.execute(
@@ -1158,14 +1187,7 @@ class WatchStore:
 
     async def mark_seen(self, room: str, dispatch_id: str, identity: str, now: float) -> list[int]:
         """A waiting watch whose agent was seen in the room: present, as that identity. Returns the watches' ids."""
-        rows = await self._write(
-            lambda db: db.execute(
-                "UPDATE watches SET state = 'present', identity = ?, seen_at = ?, missing = 0, keep_attempt = 0 "
-                "WHERE room = ? AND dispatch_id = ? AND state = 'waiting' RETURNING id",
-                (identity, now, room, dispatch_id),
-            ).fetchall()
-        )
-        return [int(r[0]) for r in rows]
+        return await self._write(lambda db: _mark_seen(db, Seen(room, dispatch_id, identity, now)))
 
     async def set_message(self, room: str, dispatch_id: str, channel_id: str, ts: str) -> None:
         await self._write(

@@ -122,7 +122,10 @@ class Supervisor:
         return await self.store.history(room)
 
     async def seen(self, room: str, dispatch_id: str, identity: str) -> None:
-        for watch_id in await self.store.mark_seen(room, dispatch_id, identity, time.time()):
+        self.seen_written(await self.store.mark_seen(room, dispatch_id, identity, time.time()))
+
+    def seen_written(self, watch_ids: Sequence[int]) -> None:
+        for watch_id in watch_ids:
             timer = self._timers.pop(watch_id, None)  # its follow-up deadline needs no look now
             if timer is not None:
                 timer.cancel()

@@ -24,6 +24,7 @@ from .ports import (
     DispatchBackend,
     PeopleDirectory,
     RoomSignals,
+    Seen,
     WatchRecord,
     WatchRegistry,
 )
@@ -149,6 +150,8 @@ class CommandContext:
     facts: dict[str, str] = field(default_factory=dict)
     # Dispatches to watch: the runner writes them with the command's audit row, in its transaction, before the reply.
     to_watch: list[WatchRecord] = field(default_factory=list)
+    # What a follow-up saw: the runner marks those watches present in the transaction of the follow-up's row.
+    to_mark_seen: list[Seen] = field(default_factory=list)
 
     def note(self, **facts: str) -> None:
         self.facts.update(facts)

@@ -14,7 +14,7 @@ from datetime import timedelta
 from . import messages
 from .context import CommandContext, ResolvedAgent, UsageError, check_dispatchable
 from .grammar import check_metadata, check_room, parse_args, shorten
-from .ports import AuditError, BackendError, DispatchInfo, Participant, RoomInfo, WatchRecord
+from .ports import BackendError, DispatchInfo, Participant, RoomInfo, Seen, WatchRecord
 from .presence import agent_of, agents_named, job_identities, reason_words, statuses
 from .reply import Button, Outcome, Reply, Text
 
@@ -313,9 +313,8 @@ def _followup(
                         current = await ctx.backend.get_dispatch(created.id, room)
                         joined = (agent_of(current, new) if current else None) or joined
                     elapsed = time.monotonic() - started
-                    if ctx.watches is not None:
-                        with contextlib.suppress(AuditError):  # the watch learns it at its next look anyway
-                            await ctx.watches.seen(room, created.id, joined.identity)
+                    if ctx.watches is not None:  # written with the follow-up's row, in its transaction
+                        ctx.to_mark_seen.append(Seen(room, created.id, joined.identity, time.time()))
                     return result(
                         "ok", [messages.joined(joined.identity, elapsed)], f"agent joined as {joined.identity}"
                     )

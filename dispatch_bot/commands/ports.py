@@ -199,6 +199,16 @@ class AuditRecord:
     received_id: int = 0  # the received-command record this row completes (deleted with the row's write)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A follow-up saw its dispatch's agent in the room, as `identity`, at `at` (time.time())."""
+
+    room: str
+    dispatch_id: str
+    identity: str
+    at: float
+
+
 class AuditSink(Protocol):
     async def record(self, entry: AuditRecord) -> int: ...
 
@@ -207,6 +217,11 @@ class AuditSink(Protocol):
     ) -> list[WatchRecord]:
         """The watches added and the rows appended in one transaction, or nothing written (AuditError); returns the
         watches as stored."""
+        ...
+
+    async def record_with_seen(self, entry: AuditRecord, seen: Sequence[Seen]) -> list[int]:
+        """The waiting watches of these dispatches marked present and the row appended, in one transaction, or
+        nothing written (AuditError); returns the ids of the watches marked."""
         ...
 
 
@@ -351,6 +366,10 @@ class WatchRegistry(Protocol):
 
     async def seen(self, room: str, dispatch_id: str, identity: str) -> None:
         """The follow-up saw the dispatch's agent in the room, as `identity`."""
+        ...
+
+    def seen_written(self, watch_ids: Sequence[int]) -> None:
+        """These watches were marked present (with the follow-up's audit row): their follow-up deadlines are moot."""
         ...
 
 

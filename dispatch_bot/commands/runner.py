@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -13,7 +14,7 @@ from dataclasses import replace
 from . import messages
 from .context import RESERVED_WORDS, CommandContext, Denied, Refusal, UsageError
 from .grammar import GrammarError, closest, tokenize
-from .ports import AuditError, AuditRecord, AuditSink, BackendError, WatchRecord
+from .ports import AuditError, AuditRecord, AuditSink, BackendError, Seen, WatchRecord
 from .registry import COMMANDS, Command
 from .reply import Reply
 
@@ -191,10 +192,32 @@ class CommandRunner:
                     followup=None,
                     detail=f"internal error, reference {ref}",
                 )
-            await self._record(ctx, raw, reply, started, request_id)
+            seen, ctx.to_mark_seen = ctx.to_mark_seen, []
+            if not seen or not await self._record_with_seen(ctx, raw, reply, started, request_id, seen):
+                await self._record(ctx, raw, reply, started, request_id)
             return reply
 
         return run
+
+    async def _record_with_seen(
+        self, ctx: CommandContext, raw: str, reply: Reply, started: float, request_id: str, seen: list[Seen]
+    ) -> bool:
+        """The follow-up's row, and the watches of the agents it saw marked present, in one transaction (one disk
+        sync). When that fails, nothing of it is written: the watches are marked on their own (a watch that cannot
+        be, learns it at its next look) and False tells the caller to write the row as before."""
+        assert ctx.watches is not None  # a follow-up notes what it saw only when supervision runs
+        entry = _entry(ctx, raw, reply, started)
+        try:
+            marked = await self.audit.record_with_seen(entry, seen)
+        except AuditError as exc:
+            log.warning("audit write with the agent seen failed, writing them one by one: %s", exc)
+            for one in seen:
+                with contextlib.suppress(AuditError):
+                    await ctx.watches.seen(one.room, one.dispatch_id, one.identity)
+            return False
+        ctx.watches.seen_written(marked)
+        self._finished(ctx, entry, request_id)
+        return True
 
     async def _record_with_watches(
         self, ctx: CommandContext, raw: str, reply: Reply, started: float, request_id: str, watches: list[WatchRecord]
