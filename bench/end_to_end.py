@@ -1,4 +1,4 @@
-"""Finished work: dispatches end to end at fixed offered rates, against a bare script doing the same external work.
+"""Finished work: dispatches end to end at fixed offered rates, against a bare script and a minimal bot.
 
 Reproduce the figures (from the repository root, with the venv active):
 
@@ -10,24 +10,35 @@ load generator, open-loop: command i is sent at t0 + i/rate whether or not earli
 slow bot gets a backlog instead of a gentler load, and every latency runs from the moment the command was due.
 
 Every command is `/dispatch captions <fresh room>` from its own channel: a room that runs with one person in
-it and no agent, so the bot does its full work (ListRooms, ListDispatch, CreateDispatch, an audit row, a
-chat.postMessage in that channel, then a follow-up that polls LiveKit every `--followup-interval` until the
-worker's agent joins, a second audit row and a chat.update). Per offered rate the bench reports:
+it and no agent, so the bot does its full work (ListRooms, the look: ListParticipants and ListDispatch at once,
+CreateDispatch, an audit row with its watch, a chat.postMessage in that channel, then a follow-up that polls
+LiveKit every `--followup-interval` until the worker's agent joins, a second audit row and a chat.update). Per
+offered rate the bench reports:
 
 * ack: due time -> the HTTP answer to the signed slash command POST was read;
 * reply (completion): due time -> the Slack stand-in recorded the command's chat.postMessage;
 * follow-up: due time -> the Slack stand-in recorded its chat.update (the agent has joined);
 * completed/s: commands / (last reply - t0);
-* bot CPU per command: user + system CPU of the bot's process (/proc), from the first send until every
+* CPU per command: user + system CPU of the target's process (/proc), from the first send until every
   follow-up is done, divided by the commands.
 
-The baseline ("bare") is a plain asyncio script in a process of its own, fed at the same offered rate and
-running at most `--concurrency` commands at once (the bot's `slack.max_concurrent_commands`): per command
-ListRooms, ListDispatch and CreateDispatch with livekit-api's `LiveKitAPI`, one INSERT into a plain SQLite
-table with the bot's PRAGMAs (WAL, synchronous=FULL) through aiosqlite, committed, and one chat.postMessage
-with slack_sdk's `AsyncWebClient`. No ack, no follow-up. Its reply time and CPU are measured the same way.
-Targets alternate (bare, bot) at each rate for `--rounds` rounds after a warm-up of each; ratios are bot/bare
-of the medians over rounds.
+Three targets (`--targets`, all by default), each in a process of its own:
+
+* "bare": a plain asyncio script fed at the same offered rate and running at most `--concurrency` commands at
+  once (the bot's `slack.max_concurrent_commands`): per command ListRooms, ListDispatch and CreateDispatch with
+  livekit-api's `LiveKitAPI`, one INSERT into a plain SQLite table with the bot's PRAGMAs (WAL,
+  synchronous=FULL) through aiosqlite, committed, and one chat.postMessage with slack_sdk's `AsyncWebClient`.
+  No HTTP, no ack, no follow-up. Its reply time and CPU are measured the same way.
+* "minimal" (`bench.minimal_bot`): the bot's external work with the same libraries and no bot logic, driven
+  like the bot: an aiohttp.web server checks each signed slash command with slack_sdk's `SignatureVerifier`,
+  commits a received record and acks; then, in one of `--concurrency` slots, ListRooms, the look, CreateDispatch,
+  one transaction (audit row, watch, received record deleted), chat.postMessage and an UPDATE with its ts; then
+  a follow-up polling ListParticipants every `--followup-interval` until a new agent appears, an UPDATE, an
+  INSERT and chat.update. Measured exactly as the bot: what the bot spends beyond it is the bot's own CPU.
+* "bot": `dispatch-bot serve --http`.
+
+Targets run in that order at each rate for `--rounds` rounds after a warm-up of each; ratios are of the medians
+over rounds: bot/bare, bot/minimal.
 
 Target (from the issue): bot completed/s >= 0.7x bare at the same load, and under 2 ms of bot CPU per dispatch.
 All traffic goes to 127.0.0.1; temporary files are removed at exit.
@@ -57,7 +68,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.minimal_bot import MinimalBot
 from bench.standins import API_KEY, API_SECRET, BOT_TOKEN, Arrival, StandIns
+from dispatch_bot.commands.grammar import GrammarError, parse_duration
 from tests.fakes.slack_requests import signed_headers, slash_command_body
 
 SIGNING_SECRET = "bench-signing-secret"
@@ -67,6 +80,8 @@ SETTLE_TIMEOUT = 120.0
 TARGET_RATIO = 0.7
 TARGET_CPU_MS = 2.0
 REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("bare", "minimal", "bot")  # the order they run in
+PREFIX = {"bare": "S", "minimal": "M", "bot": "B"}  # of each target's channels
 
 
 def clock_ticks() -> int:
@@ -386,9 +401,19 @@ def summarize(
 
 
 class Bench:
-    def __init__(self, standins: StandIns, bare: Bare, bot_url: str, bot_pid: int) -> None:
+    """The targets that run (None: not in `--targets`) and the stand-ins they share."""
+
+    def __init__(
+        self,
+        standins: StandIns,
+        bare: Bare | None,
+        minimal: MinimalBot | None,
+        bot_url: str = "",
+        bot_pid: int = 0,
+    ) -> None:
         self.standins = standins
         self.bare = bare
+        self.minimal = minimal
         self.bot_url = bot_url
         self.bot_pid = bot_pid
         self.counter = 0
@@ -403,20 +428,28 @@ class Bench:
         return out
 
     async def run(self, target: str, rate: float, count: int, number: int) -> RoundResult:
-        commands = self.commands(count, "B" if target == "bot" else "S")
+        commands = self.commands(count, PREFIX[target])
         channels = [c for c, _ in commands]
         standins_cpu = self.standins.cpu()
-        if target == "bot":
-            scraped = await scrape(self.bot_url)
-            cpu = process_cpu(self.bot_pid)
-            sent = await drive_bot(self.bot_url, rate, commands, self.standins)
-            await settle(self.standins, 2 * count)  # a message and its follow-up's update each
-            await asyncio.to_thread(time.sleep, 0.2)  # the follow-up's audit row and logging after its update
-            sent["cpu"] = process_cpu(self.bot_pid) - cpu
-            sent.update(breakdown(scraped, await scrape(self.bot_url), count))
-        else:
+        if target == "bare":
+            assert self.bare is not None
             sent = await self.bare.run(rate, commands)
             await settle(self.standins, count)
+        else:  # the bot and the minimal bot are driven and measured alike
+            minimal = self.minimal if target == "minimal" else None
+            url, pid = (minimal.url, minimal.pid) if minimal is not None else (self.bot_url, self.bot_pid)
+            scraped = await scrape(url) if target == "bot" else {}
+            cpu = process_cpu(pid)
+            sent = await drive_bot(url, rate, commands, self.standins)
+            await settle(self.standins, 2 * count)  # a message and its follow-up's update each
+            await asyncio.to_thread(time.sleep, 0.2)  # the follow-up's audit row and logging after its update
+            sent["cpu"] = process_cpu(pid) - cpu
+            if minimal is not None:  # what failed inside it: the load generator sees only its acks
+                own = await asyncio.to_thread(minimal.take_failures)
+                sent["failures"] += own["failures"]
+                sent["failed"] += own["failed"]
+            else:
+                sent.update(breakdown(scraped, await scrape(url), count))
         sent["standins_cpu"] = self.standins.cpu() - standins_cpu
         arrivals = self.standins.take_arrivals()
         self.standins.close_rooms([room for _, room in commands])
@@ -426,27 +459,44 @@ class Bench:
 
 async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     results: list[RoundResult] = []
-    with tempfile.TemporaryDirectory(prefix="dispatch-bot-e2e-") as tmp_name, StandIns.start() as standins:
+    targets: list[str] = args.targets
+    with (
+        tempfile.TemporaryDirectory(prefix="dispatch-bot-e2e-") as tmp_name,
+        StandIns.start() as standins,
+        contextlib.ExitStack() as stack,
+    ):
         tmp = Path(tmp_name)
         standins.register_worker(AGENT)
-        bare = Bare(standins, tmp / "bare.db", args.concurrency)
-        try:
-            with bot_process(standins, tmp, args) as (process, url):
-                await wait_healthy(url, process)
-                if args.webhooks:  # as OpenVidu's livekit.yaml would be configured: webhook.urls
-                    standins.add_webhook_url(url + "/livekit/webhook")
-                bench = Bench(standins, bare, url, process.pid)
-                for target in ("bare", "bot"):
-                    progress(f"warm-up: {args.warmup} commands to {target}")
-                    await bench.run(target, min(args.rates), args.warmup, 0)
-                for rate in args.rates:
-                    count = max(2, round(rate * args.duration))
-                    for number in range(1, args.rounds + 1):
-                        for target in ("bare", "bot"):
-                            progress(f"rate {rate:g}/s round {number}/{args.rounds}: {count} commands to {target}")
-                            results.append(await bench.run(target, rate, count, number))
-        finally:
-            bare.close()
+        bench = Bench(standins, None, None)
+        if "bare" in targets:
+            bench.bare = Bare(standins, tmp / "bare.db", args.concurrency)
+            stack.callback(bench.bare.close)
+        if "minimal" in targets:
+            bench.minimal = MinimalBot(
+                standins.livekit_url,
+                standins.slack_api_url,
+                str(tmp / "minimal.db"),
+                signing_secret=SIGNING_SECRET,
+                agent=AGENT,
+                concurrency=args.concurrency,
+                followup_interval=parse_duration(args.followup_interval),
+            )
+            stack.callback(bench.minimal.close)
+        if "bot" in targets:
+            process, url = stack.enter_context(bot_process(standins, tmp, args))
+            await wait_healthy(url, process)
+            if args.webhooks:  # as OpenVidu's livekit.yaml would be configured: webhook.urls
+                standins.add_webhook_url(url + "/livekit/webhook")
+            bench.bot_url, bench.bot_pid = url, process.pid
+        for target in targets:
+            progress(f"warm-up: {args.warmup} commands to {target}")
+            await bench.run(target, min(args.rates), args.warmup, 0)
+        for rate in args.rates:
+            count = max(2, round(rate * args.duration))
+            for number in range(1, args.rounds + 1):
+                for target in targets:
+                    progress(f"rate {rate:g}/s round {number}/{args.rounds}: {count} commands to {target}")
+                    results.append(await bench.run(target, rate, count, number))
 
     def median(target: str, rate: float, key: str) -> float:
         return statistics.median(float(getattr(r, key)) for r in results if r.target == target and r.rate == rate)
@@ -456,9 +506,20 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         for k, f in RoundResult.__dataclass_fields__.items()
         if k.endswith(("_ms", "_per_s", "_command")) and f.type == "float"
     ]
-    summary = {f"{rate:g}": {t: {k: median(t, rate, k) for k in keys} for t in ("bare", "bot")} for rate in args.rates}
+    summary: dict[str, dict[str, Any]] = {
+        f"{rate:g}": {t: {k: median(t, rate, k) for k in keys} for t in targets} for rate in args.rates
+    }
     for cell in summary.values():
-        cell["ratio_completed"] = {"bot/bare": cell["bot"]["completed_per_s"] / cell["bare"]["completed_per_s"]}
+        if "bot" not in cell:
+            continue
+        bot = cell["bot"]
+        cell["ratio_completed"] = {
+            f"bot/{t}": bot["completed_per_s"] / cell[t]["completed_per_s"] for t in ("bare", "minimal") if t in cell
+        }
+        if "minimal" in cell:
+            cell["ratio_cpu"] = {"bot/minimal": bot["cpu_ms_per_command"] / cell["minimal"]["cpu_ms_per_command"]}
+            # what the bot spends beyond the same external calls made with the same libraries
+            cell["bot_own_cpu_ms_per_command"] = bot["cpu_ms_per_command"] - cell["minimal"]["cpu_ms_per_command"]
     return {
         "config": {
             "rates": args.rates,
@@ -468,6 +529,7 @@ async def run_bench(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
             "followup_interval": args.followup_interval,
             "warmup": args.warmup,
             "webhooks": args.webhooks,
+            "targets": targets,
         },
         "environment": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "rounds": [asdict(r) for r in results],
@@ -485,7 +547,7 @@ def table(report: dict[str, Any]) -> str:
         f"{cfg['followup_interval']}{', webhooks on' if cfg.get('webhooks') else ''}; "
         f"{report['environment']['cpus']} CPUs",
         "",
-        f"{'target':<6}{'rate':>6}{'rnd':>4}{'ack p50':>9}{'ack p99':>9}{'reply p50':>11}{'reply p99':>11}"
+        f"{'target':<8}{'rate':>6}{'rnd':>4}{'ack p50':>9}{'ack p99':>9}{'reply p50':>11}{'reply p99':>11}"
         f"{'f-up p50':>10}{'f-up p99':>10}{'done/s':>8}{'cpu ms':>8}{'stand-in':>9}{'err':>5}",
     ]
 
@@ -494,7 +556,7 @@ def table(report: dict[str, Any]) -> str:
 
     for r in report["rounds"]:
         lines.append(
-            f"{r['target']:<6}{r['rate']:>6g}{r['round']:>4}{fmt(r['ack_p50_ms'], 9)}{fmt(r['ack_p99_ms'], 9)}"
+            f"{r['target']:<8}{r['rate']:>6g}{r['round']:>4}{fmt(r['ack_p50_ms'], 9)}{fmt(r['ack_p99_ms'], 9)}"
             f"{fmt(r['reply_p50_ms'], 11)}{fmt(r['reply_p99_ms'], 11)}{fmt(r['followup_p50_ms'], 10)}"
             f"{fmt(r['followup_p99_ms'], 10)}{fmt(r['completed_per_s'], 8)}{fmt(r['cpu_ms_per_command'], 8, 2)}"
             f"{fmt(r['standins_cpu_ms_per_command'], 9, 2)}{r['errors']:>5}"
@@ -512,16 +574,35 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"  {r['rate']:g}/s round {r['round']}: {steps}; LiveKit {calls}")
     lines += ["", "medians of rounds, per offered rate:"]
     for rate, cell in report["median_of_rounds"].items():
-        bot, bare = cell["bot"], cell["bare"]
-        ratio = cell["ratio_completed"]["bot/bare"]
-        lines.append(
-            f"  {rate}/s: bot done {bot['completed_per_s']:.1f}/s vs bare {bare['completed_per_s']:.1f}/s "
-            f"= {ratio:.2f}x (target >= {TARGET_RATIO}x); reply p50/p99 {bot['reply_p50_ms']:.0f}/"
-            f"{bot['reply_p99_ms']:.0f} ms vs {bare['reply_p50_ms']:.0f}/{bare['reply_p99_ms']:.0f} ms; "
-            f"ack p50/p99 {bot['ack_p50_ms']:.1f}/{bot['ack_p99_ms']:.1f} ms; bot CPU "
-            f"{bot['cpu_ms_per_command']:.2f} ms/command (target < {TARGET_CPU_MS:g}), bare "
-            f"{bare['cpu_ms_per_command']:.2f} ms"
-        )
+        bot, bare, minimal = cell.get("bot"), cell.get("bare"), cell.get("minimal")
+        if bot is not None and bare is not None:
+            ratio = cell["ratio_completed"]["bot/bare"]
+            lines.append(
+                f"  {rate}/s: bot done {bot['completed_per_s']:.1f}/s vs bare {bare['completed_per_s']:.1f}/s "
+                f"= {ratio:.2f}x (target >= {TARGET_RATIO}x); reply p50/p99 {bot['reply_p50_ms']:.0f}/"
+                f"{bot['reply_p99_ms']:.0f} ms vs {bare['reply_p50_ms']:.0f}/{bare['reply_p99_ms']:.0f} ms; "
+                f"ack p50/p99 {bot['ack_p50_ms']:.1f}/{bot['ack_p99_ms']:.1f} ms; bot CPU "
+                f"{bot['cpu_ms_per_command']:.2f} ms/command (target < {TARGET_CPU_MS:g}), bare "
+                f"{bare['cpu_ms_per_command']:.2f} ms"
+            )
+        if bot is not None and minimal is not None:
+            lines.append(
+                f"  {rate}/s: bot CPU {bot['cpu_ms_per_command']:.2f} ms = minimal's "
+                f"{minimal['cpu_ms_per_command']:.2f} ms (the same external calls, no bot) + "
+                f"{cell['bot_own_cpu_ms_per_command']:.2f} ms of the bot's own "
+                f"({cell['ratio_cpu']['bot/minimal']:.2f}x); "
+                f"done {bot['completed_per_s']:.1f}/s vs minimal {minimal['completed_per_s']:.1f}/s "
+                f"= {cell['ratio_completed']['bot/minimal']:.2f}x; reply p50/p99 {bot['reply_p50_ms']:.0f}/"
+                f"{bot['reply_p99_ms']:.0f} ms vs {minimal['reply_p50_ms']:.0f}/{minimal['reply_p99_ms']:.0f} ms; "
+                f"f-up p50 {bot['followup_p50_ms']:.0f} vs {minimal['followup_p50_ms']:.0f} ms; ack p50 "
+                f"{bot['ack_p50_ms']:.1f} vs {minimal['ack_p50_ms']:.1f} ms"
+            )
+        if bot is None or (bare is None and minimal is None):  # nothing to compare: each target's own figures
+            for target, m in cell.items():
+                lines.append(
+                    f"  {rate}/s: {target} done {m['completed_per_s']:.1f}/s; reply p50/p99 {m['reply_p50_ms']:.0f}/"
+                    f"{m['reply_p99_ms']:.0f} ms; CPU {m['cpu_ms_per_command']:.2f} ms/command"
+                )
     lines.append(
         "ack/reply/f-up: ms from the command's due time to its HTTP answer / chat.postMessage / chat.update; "
         "done/s: commands / (last reply - first due); cpu ms: the target's process CPU per command; "
@@ -536,7 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.end_to_end", description=__doc__.split("\n")[0])
     parser.add_argument("--rates", default="50,100,200", help="offered rates, commands per second, comma-separated")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per rate and target")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds per rate; each runs bare, then bot")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per rate; each runs every target once")
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"which to run, comma-separated, of {', '.join(TARGETS)}"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="commands at once (slack.max_concurrent_commands)")
     parser.add_argument("--followup-interval", default="20ms", help="the bot's livekit.followup_interval")
     parser.add_argument("--warmup", type=int, default=50, help="uncounted commands per target before measuring")
@@ -549,6 +633,15 @@ def main(argv: list[str] | None = None) -> int:
         args.rates = [float(r) for r in args.rates.split(",")]
     except ValueError:
         parser.error("--rates is a comma-separated list of numbers, like 50,100,200")
+    chosen = {t.strip() for t in args.targets.split(",") if t.strip()}
+    if not chosen or chosen - set(TARGETS):
+        parser.error(f"--targets is a comma-separated list of {', '.join(TARGETS)}, like bare,bot")
+    args.targets = [t for t in TARGETS if t in chosen]
+    try:
+        if parse_duration(args.followup_interval) <= 0:
+            raise GrammarError("zero")
+    except GrammarError:
+        parser.error("--followup-interval is a positive duration, like 20ms or 1s")
     if min(args.rates) <= 0 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1 or args.warmup < 2:
         parser.error("rates and --duration must be positive, --rounds and --concurrency at least 1, --warmup 2")
 

@@ -47,8 +47,14 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     assert report["config"]  # every report says what it ran
     if name == "end_to_end":
         rounds = report["rounds"]
-        assert {(r["target"], r["commands"], r["errors"]) for r in rounds} == {("bare", 6, 0), ("bot", 6, 0)}
+        assert {(r["target"], r["commands"], r["errors"]) for r in rounds} == {
+            ("bare", 6, 0),
+            ("minimal", 6, 0),
+            ("bot", 6, 0),
+        }
         assert all(r["completed_per_s"] > 0 and r["cpu_ms_per_command"] > 0 for r in rounds)
+        (cell,) = report["median_of_rounds"].values()
+        assert set(cell["ratio_completed"]) == {"bot/bare", "bot/minimal"} and set(cell["ratio_cpu"]) == {"bot/minimal"}
     elif name == "audit_prune":
         assert report["pruned"]["rows"] == 150 and report["verify"]["intact"]
         assert report["pruned"]["batches"] == 4  # 150 rows, 40 at a time
@@ -83,7 +89,16 @@ def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
 
 def test_end_to_end_with_webhooks_runs_at_a_tiny_size(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.end_to_end", *TINY["end_to_end"], "--webhooks", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "bench.end_to_end",
+            *TINY["end_to_end"],
+            "--webhooks",
+            "--targets",
+            "bot,bare",
+            "--json",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -91,6 +106,6 @@ def test_end_to_end_with_webhooks_runs_at_a_tiny_size(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    assert report["config"]["webhooks"] is True
+    assert report["config"]["webhooks"] is True and report["config"]["targets"] == ["bare", "bot"]
     assert {(r["target"], r["errors"]) for r in report["rounds"]} == {("bare", 0), ("bot", 0)}
     assert all(r["steps_ms"]["command"] > 0 for r in report["rounds"] if r["target"] == "bot")
