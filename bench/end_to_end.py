@@ -12,7 +12,8 @@ slow bot gets a backlog instead of a gentler load, and every latency runs from t
 Every command is `/dispatch captions <fresh room>` from its own channel: a room that runs with one person in
 it and no agent, so the bot does its full work (ListRooms, the look: ListParticipants and ListDispatch at once,
 CreateDispatch, an audit row with its watch, a chat.postMessage in that channel, then a follow-up that polls
-LiveKit every `--followup-interval` until the worker's agent joins, a second audit row and a chat.update). Per
+LiveKit every `--followup-interval` until the worker's agent joins, a second audit row with the watch marked
+present, and a chat.update). Per
 offered rate the bench reports:
 
 * ack: due time -> the HTTP answer to the signed slash command POST was read;
@@ -33,8 +34,8 @@ Three targets (`--targets`, all by default), each in a process of its own:
   like the bot: an aiohttp.web server checks each signed slash command with slack_sdk's `SignatureVerifier`,
   commits a received record and acks; then, in one of `--concurrency` slots, ListRooms, the look, CreateDispatch,
   one transaction (audit row, watch, received record deleted), chat.postMessage and an UPDATE with its ts; then
-  a follow-up polling ListParticipants every `--followup-interval` until a new agent appears, an UPDATE, an
-  INSERT and chat.update. Measured exactly as the bot: what the bot spends beyond it is the bot's own CPU.
+  a follow-up polling ListParticipants every `--followup-interval` (the first time one interval after the reply)
+  until a new agent appears, one transaction (an UPDATE and an INSERT) and chat.update. Measured exactly as the bot: what the bot spends beyond it is the bot's own CPU.
 * "bot": `dispatch-bot serve --http`.
 
 Targets run in that order at each rate for `--rounds` rounds after a warm-up of each; ratios are of the medians

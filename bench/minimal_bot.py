@@ -9,9 +9,9 @@ aiohttp.web. Per command, the calls and writes the bot makes for `/dispatch capt
 3. in the slot: ListRooms(names=[room]); ListParticipants and ListDispatch at the same time (the look);
    CreateDispatch; one transaction: the audit row, the watch, the received record deleted; chat.postMessage;
    an UPDATE of the watch with the message's ts (its own commit);
-4. after the slot, a follow-up task: ListParticipants at once, then every `followup_interval` until a participant
-   of kind AGENT that was not there at the look appears; an UPDATE of the watch (seen), an INSERT of the
-   follow-up's audit row (each its own commit) and chat.update of the message.
+4. after the slot, a follow-up task: ListParticipants after one `followup_interval`, then every interval until a
+   participant of kind AGENT that was not there at the look appears; one transaction: an UPDATE of the watch
+   (seen) and an INSERT of the follow-up's audit row; and chat.update of the message.
 
 LiveKit through livekit-api's `LiveKitAPI`, Slack through slack_sdk's `AsyncWebClient`, one HTTP session each.
 No policy, catalog, rendering, logging, metrics or retries: what is left of the bot's CPU is the bot's own.
@@ -103,6 +103,7 @@ async def serve(
     async def followup(channel: str, room: str, dispatch_id: str, ts: str, before: set[str]) -> None:
         try:
             started = time.monotonic()
+            await asyncio.sleep(followup_interval)  # as the bot: the first look one interval after the reply
             while True:
                 listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
                 joined = next(
@@ -113,13 +114,13 @@ async def serve(
                 if time.monotonic() - started >= FOLLOWUP_TIMEOUT:
                     raise TimeoutError(f"no agent joined {room} within {FOLLOWUP_TIMEOUT:g} s")
                 await asyncio.sleep(followup_interval)
-            await commit(("UPDATE watches SET seen = ? WHERE dispatch_id = ?", (joined.identity, dispatch_id)))
             detail = f"agent joined as {joined.identity}"
-            await commit(
+            await commit(  # as the bot: the watch marked seen and the follow-up's row in one transaction
+                ("UPDATE watches SET seen = ? WHERE dispatch_id = ?", (joined.identity, dispatch_id)),
                 (
                     "INSERT INTO audit (at, channel, room, action, dispatch_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
                     (time.time(), channel, room, "followup", dispatch_id, detail),
-                )
+                ),
             )
             await slack.chat_update(channel=channel, ts=ts, text=f"Dispatched {agent} to {room}: {detail}.")
         except Exception as exc:  # reported back, not raised: the bench counts it as an error
