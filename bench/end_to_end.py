@@ -35,7 +35,8 @@ Three targets (`--targets`, all by default), each in a process of its own:
   commits a received record and acks; then, in one of `--concurrency` slots, ListRooms, the look, CreateDispatch,
   one transaction (audit row, watch, received record deleted), chat.postMessage and an UPDATE with its ts; then
   a follow-up polling ListParticipants every `--followup-interval` (the first time one interval after the reply)
-  until a new agent appears, one transaction (an UPDATE and an INSERT) and chat.update. Measured exactly as the bot: what the bot spends beyond it is the bot's own CPU.
+  until a new agent appears, one transaction (an UPDATE and an INSERT) and chat.update. Measured exactly as the
+  bot: what the bot spends beyond it is the bot's own CPU.
 * "bot": `dispatch-bot serve --http`.
 
 Targets run in that order at each rate for `--rounds` rounds after a warm-up of each; ratios are of the medians
@@ -600,6 +601,8 @@ def table(report: dict[str, Any]) -> str:
             )
         if bot is None or (bare is None and minimal is None):  # nothing to compare: each target's own figures
             for target, m in cell.items():
+                if target not in TARGETS:  # the ratios, not a target
+                    continue
                 lines.append(
                     f"  {rate}/s: {target} done {m['completed_per_s']:.1f}/s; reply p50/p99 {m['reply_p50_ms']:.0f}/"
                     f"{m['reply_p99_ms']:.0f} ms; CPU {m['cpu_ms_per_command']:.2f} ms/command"

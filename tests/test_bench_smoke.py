@@ -109,3 +109,13 @@ def test_end_to_end_with_webhooks_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert report["config"]["webhooks"] is True and report["config"]["targets"] == ["bare", "bot"]
     assert {(r["target"], r["errors"]) for r in report["rounds"]} == {("bare", 0), ("bot", 0)}
     assert all(r["steps_ms"]["command"] > 0 for r in report["rounds"] if r["target"] == "bot")
+
+    # The table reads such a report, and one of a single target (`--targets bot`: no ratios to show).
+    from bench.end_to_end import table
+
+    assert "bot done" in table(report)
+    alone = {**report, "median_of_rounds": {}}
+    alone["median_of_rounds"] = {
+        rate: {"bot": cell["bot"], "ratio_completed": {}} for rate, cell in report["median_of_rounds"].items()
+    }
+    assert "/s: bot done" in table(alone) and "Traceback" not in table(alone)
