@@ -655,7 +655,6 @@ class AuditStore:
     ) -> list[WatchRecord]:
         """Add the watches and append the rows, in this order, in one transaction: one commit for all, or none of
         it written (AuditError, one sentence). Returns the watches as stored (with their ids)."""
-        started = time.perf_counter()
         contents = [(_content(entry), entry.received_id) for entry in entries]
 
         def work(db: sqlite3.Connection) -> list[WatchRecord]:
@@ -664,18 +663,11 @@ class AuditStore:
                 self._append(db, content, received_id)
             return stored
 
-        try:
-            return await self.write(work)
-        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
-            raise self._write_failed(exc) from None
-        finally:
-            if self.observe_append is not None:
-                self.observe_append(time.perf_counter() - started)
+        return await self._append_with(work)
 
     async def record_with_seen(self, entry: AuditRecord, seen: Sequence[Seen]) -> list[int]:
         """Mark the dispatches' waiting watches present and append the row, in one transaction: one commit for
         both, or nothing written (AuditError, one sentence). Returns the ids of the watches marked."""
-        started = time.perf_counter()
         content = _content(entry)
 
         def work(db: sqlite3.Connection) -> list[int]:
@@ -683,6 +675,11 @@ class AuditStore:
             self._append(db, content, entry.received_id)
             return marked
 
+        return await self._append_with(work)
+
+    async def _append_with(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """A write that appends rows with other changes: timed as an append; a failure is one sentence."""
+        started = time.perf_counter()
         try:
             return await self.write(work)
         except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
