@@ -13,8 +13,7 @@ Every command is `/dispatch captions <fresh room>` from its own channel: a room 
 it and no agent, so the bot does its full work (ListRooms, the look: ListParticipants and ListDispatch at once,
 CreateDispatch, an audit row with its watch, a chat.postMessage in that channel, then a follow-up that polls
 LiveKit every `--followup-interval` until the worker's agent joins, a second audit row with the watch marked
-present, and a chat.update). Per
-offered rate the bench reports:
+present, and a chat.update). Per offered rate the bench reports:
 
 * ack: due time -> the HTTP answer to the signed slash command POST was read;
 * reply (completion): due time -> the Slack stand-in recorded the command's chat.postMessage;

@@ -636,19 +636,8 @@ class AuditStore:
 
     async def record(self, entry: AuditRecord) -> int:
         """Append one row and commit it; returns its id. Raises AuditError with one sentence on failure."""
-        started = time.perf_counter()
-        try:
-            return await self._record(entry)
-        finally:
-            if self.observe_append is not None:
-                self.observe_append(time.perf_counter() - started)
-
-    async def _record(self, entry: AuditRecord) -> int:
         content = _content(entry)
-        try:
-            return await self.write(lambda db: self._append(db, content, entry.received_id))
-        except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: the database is already closed
-            raise self._write_failed(exc) from None
+        return await self._append_with(lambda db: self._append(db, content, entry.received_id))
 
     async def record_with_watches(
         self, entries: Sequence[AuditRecord], watches: Sequence[WatchRecord]
@@ -678,7 +667,7 @@ class AuditStore:
         return await self._append_with(work)
 
     async def _append_with(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """A write that appends rows with other changes: timed as an append; a failure is one sentence."""
+        """A write that appends rows (alone or with other changes): timed as an append; a failure is one sentence."""
         started = time.perf_counter()
         try:
             return await self.write(work)
